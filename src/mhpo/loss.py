@@ -1,0 +1,344 @@
+"""The public entry point: :func:`policy_loss` validates inputs, runs one registered objective,
+applies the optional terms (hysteretic weighting, KL, entropy), aggregates and collects
+metrics. :func:`gradient_weight` gives the same objective's analytic gradient weight."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from .advantages import adaptive_alpha
+from .aggregation import aggregate
+from .kl import KL_ESTIMATORS, kl_penalty
+from .objectives import get_objective
+from .objectives._common import clamp_log_ratio, masked_fraction, masked_max, masked_mean, masked_min
+
+Tensor = torch.Tensor
+Hysteresis = float | str | Tensor | None
+
+
+@dataclasses.dataclass
+class LossOutput:
+    """What :func:`policy_loss` returns.
+
+    Attributes:
+        loss: scalar, differentiable with respect to ``logp``.
+        per_token: (B, T) unreduced loss (policy term, hysteresis, KL and entropy terms
+            included), exactly 0 where mask == 0.
+        metrics: detached scalar tensors, keys from docs/metrics.md.
+    """
+
+    loss: Tensor
+    per_token: Tensor
+    metrics: dict[str, Tensor]
+
+
+def _check_tensor(name: str, value: Any, shape: tuple[int, ...] | None = None) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor; got {type(value).__name__}.")
+    if shape is not None and tuple(value.shape) != shape:
+        raise ValueError(
+            f"{name} has shape {tuple(value.shape)} but logp has shape {shape}; "
+            f"pass {name} padded to the same (B, T) as logp."
+        )
+    return value
+
+
+def _check_finite(name: str, value: Tensor, counted: Tensor | None) -> None:
+    bad = ~torch.isfinite(value)
+    if counted is not None:
+        bad = bad & counted
+    if bad.any():
+        where = "at counted (mask == 1) positions " if counted is not None else ""
+        raise ValueError(
+            f"{name} contains NaN or inf {where}({int(bad.sum())} values); "
+            "check the model's log-probs and the reward function, or mask those tokens out."
+        )
+
+
+def _resolve_hysteresis(hysteresis: Hysteresis, advantages: Tensor, mask: Tensor, alpha_min: float | None) -> Tensor | None:
+    if alpha_min is not None and not (isinstance(hysteresis, str) and hysteresis == "adaptive"):
+        raise ValueError(
+            "alpha_min only applies with hysteresis='adaptive' (A-HPO); remove it or set hysteresis='adaptive'."
+        )
+    if hysteresis is None:
+        return None
+    if isinstance(hysteresis, str):
+        if hysteresis != "adaptive":
+            raise ValueError(f"hysteresis must be None, a float alpha in [0, 1] or 'adaptive'; got '{hysteresis}'.")
+        return adaptive_alpha(advantages, 0.1 if alpha_min is None else alpha_min, mask=mask)
+    if isinstance(hysteresis, Tensor):
+        if hysteresis.numel() != 1:
+            raise ValueError("hysteresis given as a tensor must hold one value (a 0-dim alpha).")
+        value = float(hysteresis)
+    elif isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool):
+        value = float(hysteresis)
+    else:
+        raise ValueError(f"hysteresis must be None, a float alpha in [0, 1] or 'adaptive'; got {hysteresis!r}.")
+    if not 0 <= value <= 1:
+        raise ValueError(f"hysteresis alpha must be in [0, 1] (the weight of negative-advantage updates); got {value}.")
+    return torch.tensor(value, dtype=advantages.dtype, device=advantages.device)
+
+
+def _broadcast_advantages(advantages: Tensor, shape: tuple[int, int], sequence_level: bool, name: str, mask: Tensor) -> Tensor:
+    batch, _ = shape
+    if advantages.dim() == 1 and advantages.shape[0] == batch:
+        return advantages.unsqueeze(-1).expand(shape)
+    if tuple(advantages.shape) == shape:
+        if sequence_level:
+            first = advantages.gather(-1, mask.argmax(-1, keepdim=True))  # (B, 1)
+            if ((advantages - first).abs() * mask).amax() > 0:
+                raise ValueError(
+                    f"'{name}' is sequence-level and needs one advantage per completion, but the (B, T) "
+                    "advantages vary within a completion; pass (B,) advantages or use 'gspo_token'."
+                )
+        return advantages
+    raise ValueError(
+        f"advantages must have shape (B,) = ({batch},) or (B, T) = {shape}; got {tuple(advantages.shape)}."
+    )
+
+
+def _prepare(
+    name: str,
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    check_inputs: bool,
+):
+    """Validate the common inputs; return the spec, δ (raw, masked), A (B, T) and a float mask."""
+    spec = get_objective(name)
+    _check_tensor("logp", logp)
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be 2-D (B, T); got shape {tuple(logp.shape)}. Add a batch dimension.")
+    if not logp.is_floating_point():
+        raise ValueError(f"logp must be a floating-point tensor; got {logp.dtype}.")
+    shape = tuple(logp.shape)
+    _check_tensor("old_logp", old_logp, shape)
+    _check_tensor("mask", mask, shape)
+    _check_tensor("advantages", advantages)
+    if check_inputs and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must contain only 0 and 1 (1 = counted completion token, 0 = padding or prompt).")
+    counted = mask != 0
+    float_mask = mask.to(logp.dtype)
+    advantages = advantages.detach().to(logp.dtype)
+    if check_inputs:
+        _check_finite("logp", logp.detach(), counted)
+        _check_finite("old_logp", old_logp, counted)
+        _check_finite("advantages", advantages, counted if advantages.dim() == 2 else None)
+    advantages = _broadcast_advantages(advantages, shape, spec.level == "sequence", name, float_mask)
+    # Padding may hold anything (−inf from a masked log-softmax, NaN); zero it so that no NaN
+    # reaches the loss or, through a 0·NaN product, the gradient.
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    logp = torch.where(counted, logp, zero)
+    log_ratio = torch.where(counted, logp - old_logp.detach().to(logp.dtype), zero)
+    advantages = torch.where(counted, advantages, zero)
+    return spec, logp, log_ratio, advantages, float_mask, counted
+
+
+def policy_loss(
+    name: str,
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    aggregation: str | None = None,
+    ref_logp: Tensor | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    hysteresis: Hysteresis = None,
+    entropy: Tensor | None = None,
+    entropy_coef: float = 0.0,
+    num_tokens: float | Tensor | None = None,
+    num_seqs: float | Tensor | None = None,
+    mean_length: float | Tensor | None = None,
+    max_length: float | Tensor | None = None,
+    alpha_min: float | None = None,
+    check_inputs: bool = True,
+    **hyperparameters: Any,
+) -> LossOutput:
+    r"""Compute the loss of a registered objective on one (micro-)batch.
+
+    ::
+
+        δ = clamp(logp − old_logp, −20, 20)
+        ℓ = objective(δ, A)                       (per token, METHODS.md)
+        ℓ ← α·ℓ where A < 0                       (hysteresis)
+        ℓ ← ℓ + beta·k(ref_logp, logp)            (KL, estimator k1/k2/k3)
+        ℓ ← ℓ − entropy_coef·entropy
+        loss = aggregate(ℓ, mask, aggregation)
+
+    Args:
+        name: a registered objective (``mhpo.list_objectives()``).
+        logp: log π_θ of the sampled tokens, (B, T), carries the gradient.
+        old_logp: log π_old of the same tokens, (B, T), from the rollout policy (no gradient).
+            On-policy, pass ``logp.detach()``.
+        advantages: (B,) per completion or (B, T) per token.
+        mask: (B, T), 1 for counted completion tokens, 0 elsewhere (bool or 0/1 numbers).
+        aggregation: reduction mode; None = the objective's default.
+        ref_logp: log π_ref, (B, T), for the KL term.
+        beta: KL coefficient (>= 0); beta > 0 needs ``ref_logp``.
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
+        hysteresis: None, a fixed α in [0, 1] for completions with A < 0, or ``"adaptive"``
+            (A-HPO, α from *these* advantages). None = the objective's default (0.6 for
+            ``hpo``, ``"adaptive"`` for ``a_hpo``, off otherwise). With micro-batches, pass
+            ``mhpo.adaptive_alpha`` of the whole rollout batch instead of ``"adaptive"``.
+        entropy: per-token entropy of π_θ, (B, T), for the entropy bonus.
+        entropy_coef: coefficient of the entropy bonus (ℓ ← ℓ − coef·H); needs ``entropy``.
+        num_tokens, num_seqs, mean_length, max_length: global normalisers, see
+            :func:`mhpo.aggregate`.
+        alpha_min: lower bound of the adaptive α (default 0.1); only with ``"adaptive"``.
+        check_inputs: check mask values and finiteness (one device sync); turn off only in a
+            hot loop whose inputs are already known to be good.
+        **hyperparameters: the objective's hyperparameters (keyword-only), e.g. ``c=1.5``.
+
+    Returns:
+        :class:`LossOutput` with ``loss``, ``per_token`` and ``metrics``.
+
+    Raises:
+        ValueError: unknown objective or hyperparameter, out-of-range value, mismatched
+            shapes, non-binary mask, NaN/inf inputs; the message names the fix.
+
+    Example:
+        >>> import torch, mhpo
+        >>> logp = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+        >>> out = mhpo.policy_loss("mhpo", logp, logp.detach() - 0.1, torch.tensor([1.0]),
+        ...                        torch.tensor([[1, 1, 0]]))
+        >>> out.loss.backward()
+        >>> sorted(out.metrics)[:3]
+        ['adv/neg_frac', 'adv/pos_frac', 'grad_weight/max']
+    """
+    spec, logp_safe, raw_log_ratio, adv, float_mask, counted = _prepare(
+        name, logp, old_logp, advantages, mask, check_inputs
+    )
+    cfg = spec.make_config(**hyperparameters)
+    mode = spec.aggregation if aggregation is None else aggregation
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"Unknown kl_estimator '{kl_estimator}'; use one of {', '.join(KL_ESTIMATORS)}.")
+    for label, value in (("beta", beta), ("entropy_coef", entropy_coef)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{label} must be a finite number; got {value!r}.")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0 (the KL coefficient); got {beta}.")
+    if beta > 0 and ref_logp is None:
+        raise ValueError("beta > 0 needs ref_logp, the reference model's log-probs (B, T); pass it or set beta=0.")
+    if entropy_coef != 0 and entropy is None:
+        raise ValueError("entropy_coef != 0 needs entropy, the per-token entropy (B, T); pass it or set entropy_coef=0.")
+    alpha = _resolve_hysteresis(spec.hysteresis if hysteresis is None else hysteresis, adv, float_mask, alpha_min)
+
+    log_ratio, _ = clamp_log_ratio(raw_log_ratio)
+    per_token, metrics = spec.loss(log_ratio, logp_safe, adv, float_mask, cfg)
+    if alpha is not None:
+        per_token = torch.where(adv < 0, alpha * per_token, per_token)
+        metrics["hpo/alpha"] = alpha
+
+    zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
+    if ref_logp is not None:
+        _check_tensor("ref_logp", ref_logp, tuple(logp.shape))
+        if check_inputs:
+            _check_finite("ref_logp", ref_logp, counted)
+        kl = kl_penalty(logp_safe, torch.where(counted, ref_logp.detach().to(logp.dtype), zero), kl_estimator)
+        if beta > 0:
+            per_token = per_token + beta * kl
+        metrics[f"kl/{kl_estimator}"] = masked_mean(kl.detach(), float_mask)
+    if entropy is not None:
+        _check_tensor("entropy", entropy, tuple(logp.shape))
+        entropy = torch.where(counted, entropy.to(per_token.dtype), zero)
+        if entropy_coef != 0:
+            per_token = per_token - entropy_coef * entropy
+        metrics["entropy/mean"] = masked_mean(entropy.detach(), float_mask)
+
+    per_token = torch.where(counted, per_token, zero)
+    loss = aggregate(
+        per_token,
+        float_mask,
+        mode,
+        num_tokens=num_tokens,
+        num_seqs=num_seqs,
+        mean_length=mean_length,
+        max_length=max_length,
+    )
+    with torch.no_grad():
+        metrics.update(_common_metrics(spec, raw_log_ratio, log_ratio, adv, float_mask, cfg, alpha))
+    return LossOutput(loss=loss, per_token=per_token, metrics={k: v.detach() for k, v in metrics.items()})
+
+
+def _common_metrics(spec, raw_log_ratio, log_ratio, adv, mask, cfg, alpha) -> dict[str, Tensor]:
+    """Metrics every objective defines: ratio statistics, drift, advantages, gradient weight."""
+    log_ratio = log_ratio.detach()
+    ratio = torch.exp(log_ratio)
+    weight = spec.weight(raw_log_ratio.detach(), adv, mask, cfg)
+    if alpha is not None:
+        weight = torch.where(adv < 0, alpha * weight, weight)
+    # Tokens with A = 0 receive no gradient whatever their weight; leave them out.
+    signal = mask * (adv != 0)
+    nan = torch.full((), math.nan, dtype=ratio.dtype, device=ratio.device)
+    has_signal = signal.sum() > 0
+    return {
+        "ratio/mean": masked_mean(ratio, mask),
+        "ratio/min": masked_min(ratio, mask),
+        "ratio/max": masked_max(ratio, mask),
+        "log_ratio/abs_mean": masked_mean(log_ratio.abs(), mask),
+        # Tokens were sampled from π_old, so r − 1 − δ is the unbiased, non-negative k3
+        # estimate of KL(π_old ‖ π_θ): how far the update has moved the policy.
+        "kl/old_k3": masked_mean(ratio - 1 - log_ratio, mask),
+        "adv/pos_frac": masked_fraction(adv > 0, mask),
+        "adv/neg_frac": masked_fraction(adv < 0, mask),
+        "grad_weight/mean": torch.where(has_signal, masked_mean(weight, signal), nan),
+        "grad_weight/max": torch.where(has_signal, masked_max(weight, signal), nan),
+    }
+
+
+def gradient_weight(
+    name: str,
+    log_ratio: Tensor,
+    advantages: Tensor,
+    *,
+    mask: Tensor | None = None,
+    hysteresis: Hysteresis = None,
+    alpha_min: float | None = None,
+    **hyperparameters: Any,
+) -> Tensor:
+    r"""The analytic gradient weight w of an objective, (B, T).
+
+    Every objective's per-token gradient has the form ∇ℓ = −A·w·∇logp; with ``token_sum``
+    aggregation the gradient of the loss with respect to ``logp`` is exactly −A·w·mask
+    (tested against autograd for every objective). For sequence-level objectives (``gspo``,
+    ``gmpo``) w depends on the whole completion, so pass ``mask`` (default: all counted).
+
+    Args:
+        name: a registered objective.
+        log_ratio: δ = logp − old_logp, (B, T) or any shape for token-level objectives
+            (a 1-D sweep of ratios is treated as one token per completion).
+        advantages: broadcastable to ``log_ratio`` (only its sign matters for most objectives).
+        mask: (B, T) for sequence-level objectives; default all ones.
+        hysteresis, alpha_min: as in :func:`policy_loss`; None = the objective's default.
+        **hyperparameters: the objective's hyperparameters.
+
+    Example:
+        >>> import torch, mhpo
+        >>> r = torch.tensor([0.5, 1.0, 2.0, 10.0], dtype=torch.float64)
+        >>> mhpo.gradient_weight("mhpo", r.log(), torch.ones_like(r))
+        tensor([0.0544, 0.2651, 0.3907, 0.0820], dtype=torch.float64)
+    """
+    spec = get_objective(name)
+    cfg = spec.make_config(**hyperparameters)
+    log_ratio = _check_tensor("log_ratio", log_ratio).detach()
+    if not log_ratio.is_floating_point():
+        raise ValueError(f"log_ratio must be a floating-point tensor; got {log_ratio.dtype}.")
+    flat = log_ratio.dim() == 1
+    if flat:  # a sweep of ratios: one token per completion
+        log_ratio = log_ratio.unsqueeze(-1)
+    advantages = torch.as_tensor(advantages, dtype=log_ratio.dtype, device=log_ratio.device)
+    advantages = advantages.unsqueeze(-1) if flat and advantages.dim() == 1 else advantages
+    advantages = advantages.expand_as(log_ratio)
+    mask = torch.ones_like(log_ratio) if mask is None else _check_tensor("mask", mask, tuple(log_ratio.shape)).to(log_ratio.dtype)
+    weight = spec.weight(log_ratio, advantages, mask, cfg)
+    alpha = _resolve_hysteresis(spec.hysteresis if hysteresis is None else hysteresis, advantages, mask, alpha_min)
+    if alpha is not None:
+        weight = torch.where(advantages < 0, alpha * weight, weight)
+    return weight.squeeze(-1) if flat else weight

@@ -96,7 +96,7 @@ def mhpo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor,
         ℓ = −exp(ψ − sg[ζ])·A
 
     There is no clip and no min: the gradient weight w = exp(ψ − ζ)·sech²(δ/c) is smooth,
-    never exactly 0, and below e^c for every ratio. The hazard damps upward and downward
+    decays instead of being cut to 0, and stays below e^c for every ratio. The hazard damps upward and downward
     shifts with separate Weibull shapes and scales; exp(−ζ) is the Weibull survival
     probability of the token's shift.
 

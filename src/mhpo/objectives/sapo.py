@@ -34,7 +34,11 @@ class SAPOConfig:
 
 
 def _temperature(advantages: Tensor, cfg: SAPOConfig) -> Tensor:
-    return torch.where(advantages > 0, cfg.tau_pos, cfg.tau_neg).to(advantages.dtype)
+    # Build the temperatures in the advantages' dtype: a Python-scalar torch.where would round
+    # 1.05 to float32 before the cast.
+    pos = torch.tensor(cfg.tau_pos, dtype=advantages.dtype, device=advantages.device)
+    neg = torch.tensor(cfg.tau_neg, dtype=advantages.dtype, device=advantages.device)
+    return torch.where(advantages > 0, pos, neg)
 
 
 def _gate(ratio: Tensor, tau: Tensor) -> Tensor:

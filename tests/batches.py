@@ -1,0 +1,50 @@
+"""Small float64 test batches with padding, built from a seeded generator."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import mhpo
+
+SEQUENCE_LEVEL = [name for name in mhpo.list_objectives() if mhpo.get_objective(name).level == "sequence"]
+
+
+@dataclasses.dataclass
+class Batch:
+    logp: torch.Tensor  # (B, T), requires grad
+    old_logp: torch.Tensor  # (B, T)
+    advantages: torch.Tensor  # (B,)
+    mask: torch.Tensor  # (B, T) float 0/1
+    ref_logp: torch.Tensor  # (B, T)
+
+    def inputs(self):
+        return self.logp, self.old_logp, self.advantages, self.mask
+
+
+def make_batch(
+    batch: int = 6,
+    length: int = 7,
+    *,
+    seed: int = 0,
+    spread: float = 0.6,
+    group_size: int = 3,
+    empty_row: bool = True,
+    dtype: torch.dtype = torch.float64,
+) -> Batch:
+    """Random log-probs with |δ| up to ~spread, right padding, optionally one empty completion."""
+    gen = torch.Generator().manual_seed(seed)
+    old = -torch.rand(batch, length, generator=gen, dtype=dtype) * 3 - 0.05
+    log_ratio = (torch.rand(batch, length, generator=gen, dtype=dtype) * 2 - 1) * spread
+    lengths = torch.randint(1, length + 1, (batch,), generator=gen)
+    lengths[0] = length  # at least one full-length completion
+    if empty_row:
+        lengths[-1] = 0
+    mask = (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).to(dtype)
+    rewards = torch.randint(0, 2, (batch,), generator=gen).to(dtype)
+    rewards[:group_size] = torch.tensor([1.0] + [0.0] * (group_size - 1), dtype=dtype)  # one informative group
+    advantages = mhpo.group_advantages(rewards, group_size)
+    ref = old + (torch.rand(batch, length, generator=gen, dtype=dtype) - 0.5) * 0.4
+    logp = (old + log_ratio).requires_grad_(True)
+    return Batch(logp, old, advantages, mask, ref)

@@ -1,0 +1,280 @@
+"""The contract every registered objective must satisfy (STYLE.md: one registry-wide test)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mhpo
+from batches import SEQUENCE_LEVEL, make_batch
+
+ALL = mhpo.list_objectives()
+
+
+def global_normalisers(mask: torch.Tensor, max_length: int) -> dict:
+    lengths = mask.sum(-1)
+    seqs = int((lengths > 0).sum())
+    return {
+        "num_tokens": float(mask.sum()),
+        "num_seqs": seqs,
+        "mean_length": float(lengths.sum()) / seqs,
+        "max_length": max_length,
+    }
+
+
+def fixed_hysteresis(name: str, advantages: torch.Tensor):
+    """A-HPO's alpha must come from the whole rollout batch when it is split."""
+    return float(mhpo.adaptive_alpha(advantages)) if mhpo.get_objective(name).hysteresis == "adaptive" else None
+
+
+def test_registry_lists_every_methods_objective():
+    expected = {
+        "grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "cispo", "gmpo",
+        "mhpo", "hpo", "a_hpo", "reinforce", "unclipped",
+    }  # fmt: skip
+    assert set(ALL) == expected
+    assert ALL == sorted(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_shapes_masking_and_finiteness(name, batch):
+    out = mhpo.policy_loss(name, *batch.inputs())
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert out.per_token.shape == batch.mask.shape
+    assert torch.all(out.per_token[batch.mask == 0] == 0)
+    assert all(v.dim() == 0 and not v.requires_grad for v in out.metrics.values())
+    out.loss.backward()
+    assert torch.isfinite(batch.logp.grad).all()
+    assert torch.all(batch.logp.grad[batch.mask == 0] == 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_padding_invariance(name):
+    """Extra padding columns holding garbage (−inf, NaN) change neither loss nor gradient."""
+    b = make_batch(seed=1)
+    extra = 3
+    pad = torch.full((b.mask.shape[0], extra), -math.inf, dtype=torch.float64)
+    pad[0, 0] = math.nan
+    logp2 = torch.cat([b.logp.detach(), pad], dim=1).requires_grad_(True)
+    old2 = torch.cat([b.old_logp, pad], dim=1)
+    mask2 = torch.cat([b.mask, torch.zeros_like(pad)], dim=1)
+    # dr_grpo's L must be the generation limit, not the padded width, to be padding-invariant.
+    kwargs = {"max_length": 7}
+    ref = mhpo.policy_loss(name, *b.inputs(), **kwargs)
+    padded = mhpo.policy_loss(name, logp2, old2, b.advantages, mask2, **kwargs)
+    torch.testing.assert_close(padded.loss, ref.loss, rtol=1e-13, atol=1e-15)
+    ref.loss.backward()
+    padded.loss.backward()
+    torch.testing.assert_close(logp2.grad[:, :7], b.logp.grad, rtol=1e-13, atol=1e-15)
+    assert torch.all(logp2.grad[:, 7:] == 0)
+
+
+@pytest.mark.parametrize("aggregation", mhpo.AGGREGATIONS)
+@pytest.mark.parametrize("name", ALL)
+def test_micro_batch_split_invariance(name, aggregation):
+    """Gradient accumulation over micro-batches with global normalisers = the full batch."""
+    b = make_batch(seed=2)
+    norms = global_normalisers(b.mask, max_length=7)
+    alpha = fixed_hysteresis(name, b.advantages)
+    full = mhpo.policy_loss(name, *b.inputs(), aggregation=aggregation, hysteresis=alpha, **norms)
+    full.loss.backward()
+    full_grad = b.logp.grad.clone()
+    b.logp.grad = None
+
+    total = 0.0
+    for rows in (slice(0, 2), slice(2, 3), slice(3, 6)):
+        part = mhpo.policy_loss(
+            name,
+            b.logp[rows],
+            b.old_logp[rows],
+            b.advantages[rows],
+            b.mask[rows],
+            aggregation=aggregation,
+            hysteresis=alpha,
+            **norms,
+        )
+        part.loss.backward()  # accumulates into b.logp.grad
+        total = total + part.loss.detach()
+    torch.testing.assert_close(total, full.loss.detach(), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(b.logp.grad, full_grad, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_data_parallel_split_invariance(name):
+    """Two ranks, each with its own copy of the parameters (here: the log-probs), summing
+    their gradients (all-reduce SUM) reproduce the single-process gradient. A real two-process
+    gloo run of the same check is in test_distributed.py."""
+    b = make_batch(seed=3)
+    aggregation = mhpo.get_objective(name).aggregation
+    norms = global_normalisers(b.mask, max_length=7)
+    alpha = fixed_hysteresis(name, b.advantages)
+    full = mhpo.policy_loss(name, *b.inputs(), hysteresis=alpha, **norms)
+    (full_grad,) = torch.autograd.grad(full.loss, b.logp)
+    grads = []
+    for rows in (slice(0, 3), slice(3, 6)):
+        logp_rank = b.logp.detach()[rows].clone().requires_grad_(True)
+        out = mhpo.policy_loss(
+            name, logp_rank, b.old_logp[rows], b.advantages[rows], b.mask[rows],
+            aggregation=aggregation, hysteresis=alpha, **norms,
+        )  # fmt: skip
+        grads.append(torch.autograd.grad(out.loss, logp_rank)[0])
+    torch.testing.assert_close(torch.cat(grads), full_grad, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("shift", [50.0, -50.0])
+def test_extreme_log_ratios_stay_finite(name, shift):
+    b = make_batch(seed=4)
+    logp = (b.old_logp + shift).requires_grad_(True)
+    out = mhpo.policy_loss(name, logp, b.old_logp, b.advantages, b.mask, ref_logp=b.ref_logp, beta=0.1)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert torch.isfinite(logp.grad).all()
+    assert all(torch.isfinite(v) or torch.isnan(v) and k.startswith("grad_weight") for k, v in out.metrics.items())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_autograd_gradient_equals_gradient_weight(name):
+    """With token_sum aggregation, ∂loss/∂logp = −A·w·mask exactly (METHODS.md's w)."""
+    b = make_batch(seed=5, spread=1.2)
+    out = mhpo.policy_loss(name, *b.inputs(), aggregation="token_sum")
+    (grad,) = torch.autograd.grad(out.loss, b.logp)
+    weight = mhpo.gradient_weight(name, b.logp.detach() - b.old_logp, b.advantages.unsqueeze(-1), mask=b.mask)
+    expected = -b.advantages.unsqueeze(-1) * weight * b.mask
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
+    # The test is not vacuous: some tokens carry gradient.
+    assert (grad.abs() > 1e-3).sum() >= 5
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in SEQUENCE_LEVEL])
+def test_gradient_weight_of_1d_sweep_matches_2d(name):
+    ratios = torch.logspace(-2, 2, 41, dtype=torch.float64)
+    for sign in (1.0, -1.0):
+        flat = mhpo.gradient_weight(name, ratios.log(), torch.full_like(ratios, sign))
+        column = mhpo.gradient_weight(name, ratios.log().unsqueeze(-1), torch.full((41, 1), sign, dtype=torch.float64))
+        torch.testing.assert_close(flat, column.squeeze(-1), rtol=0, atol=0)
+
+
+# --- bad inputs: every one raises ValueError naming the problem -------------------------------
+
+
+def _bad_cases():
+    b = make_batch(seed=6)
+    logp, old, adv, mask = b.logp.detach(), b.old_logp, b.advantages, b.mask
+    nan_logp = logp.clone()
+    nan_logp[0, 0] = math.nan
+    inf_old = old.clone()
+    inf_old[0, 1] = math.inf
+    nan_adv = adv.clone()
+    nan_adv[0] = math.nan
+    half_mask = mask.clone()
+    half_mask[0, 0] = 0.5
+    return [
+        ("shape mismatch", dict(old_logp=old[:, :-1]), "shape"),
+        ("1-D logp", dict(logp=logp[0], old_logp=old[0], mask=mask[0]), "2-D"),
+        ("advantages shape", dict(advantages=adv[:-1]), "advantages must have shape"),
+        ("non-binary mask", dict(mask=half_mask), "only 0 and 1"),
+        ("NaN logp", dict(logp=nan_logp), "logp contains NaN"),
+        ("inf old_logp", dict(old_logp=inf_old), "old_logp contains NaN or inf"),
+        ("NaN advantages", dict(advantages=nan_adv), "advantages contains NaN"),
+        ("unknown aggregation", dict(aggregation="token_meen"), "Unknown aggregation"),
+        ("negative beta", dict(beta=-1.0), "beta must be >= 0"),
+        ("beta without ref", dict(beta=0.1), "needs ref_logp"),
+        ("bad estimator", dict(kl_estimator="k4"), "Unknown kl_estimator"),
+        ("hysteresis out of range", dict(hysteresis=1.5), "in \\[0, 1\\]"),
+        ("hysteresis typo", dict(hysteresis="adaptve"), "hysteresis must be"),
+        ("alpha_min without adaptive", dict(hysteresis=0.5, alpha_min=0.2), "alpha_min only applies"),
+        ("entropy_coef without entropy", dict(entropy_coef=0.01), "needs entropy"),
+        ("zero num_tokens", dict(num_tokens=0), "num_tokens must be"),
+        ("logp not a tensor", dict(logp=[[0.0]]), "must be a torch.Tensor"),
+        ("integer logp", dict(logp=torch.zeros_like(logp, dtype=torch.long)), "floating-point"),
+    ]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_inputs_raise_clear_errors(name, case):
+    b = make_batch(seed=6)
+    _, override, message = case
+    kwargs = dict(logp=b.logp.detach(), old_logp=b.old_logp, advantages=b.advantages, mask=b.mask)
+    kwargs.update(override)
+    extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("logp", "old_logp", "advantages", "mask")}
+    with pytest.raises(ValueError, match=message):
+        mhpo.policy_loss(name, kwargs["logp"], kwargs["old_logp"], kwargs["advantages"], kwargs["mask"], **extra)
+
+
+def test_unknown_objective_lists_valid_names(batch):
+    with pytest.raises(ValueError, match="Did you mean 'mhpo'.*Registered objectives: a_hpo, cispo"):
+        mhpo.policy_loss("mhp", *batch.inputs())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_hyperparameter_is_rejected(name, batch):
+    with pytest.raises(ValueError, match=f"Objective '{name}' has no hyperparameter 'epsilon'"):
+        mhpo.policy_loss(name, *batch.inputs(), epsilon=0.2)
+
+
+def test_misspelled_hyperparameter_gets_a_suggestion(batch):
+    with pytest.raises(ValueError, match="Did you mean 'lam_neg'"):
+        mhpo.policy_loss("mhpo", *batch.inputs(), lam_ng=0.8)
+
+
+@pytest.mark.parametrize(
+    "name, hyperparameters, message",
+    [
+        ("grpo", {"eps_low": 1.0}, "eps_low must be in \\[0, 1\\)"),
+        ("grpo", {"eps_high": -0.1}, "eps_high must be a finite number >= 0"),
+        ("grpo", {"dual_clip": 0.5}, "dual_clip must be None"),
+        ("cispo", {"eps_low": -0.2}, "eps_low must be in"),
+        ("sapo", {"tau_pos": 0.0}, "tau_pos must be a finite number > 0"),
+        ("gmpo", {"eps_high": math.inf}, "eps_high is a log-space clip offset"),
+        ("mhpo", {"c": -1.0}, "c must be a finite number > 0"),
+        ("mhpo", {"lam_neg": 0}, "lam_neg must be a finite number > 0"),
+        ("mhpo", {"use_dhp": "no"}, "use_dhp must be True or False"),
+    ],
+)
+def test_out_of_range_hyperparameters(name, hyperparameters, message, batch):
+    with pytest.raises(ValueError, match=message):
+        mhpo.policy_loss(name, *batch.inputs(), **hyperparameters)
+
+
+@pytest.mark.parametrize("name", SEQUENCE_LEVEL)
+def test_sequence_level_objectives_reject_varying_token_advantages(name, batch):
+    per_token = batch.advantages.unsqueeze(-1).expand_as(batch.mask).clone()
+    torch.testing.assert_close(
+        mhpo.policy_loss(name, batch.logp, batch.old_logp, per_token, batch.mask).loss,
+        mhpo.policy_loss(name, *batch.inputs()).loss,
+        rtol=0,
+        atol=0,
+    )
+    per_token[0, 1] += 0.5
+    with pytest.raises(ValueError, match="sequence-level"):
+        mhpo.policy_loss(name, batch.logp, batch.old_logp, per_token, batch.mask)
+
+
+def test_bool_and_int_masks_equal_float_mask(batch):
+    ref = mhpo.policy_loss("mhpo", *batch.inputs())
+    for mask in (batch.mask.bool(), batch.mask.long()):
+        out = mhpo.policy_loss("mhpo", batch.logp, batch.old_logp, batch.advantages, mask)
+        torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=0)
+
+
+def test_all_padding_gives_zero_loss_not_nan():
+    b = make_batch(seed=7)
+    for name in ALL:
+        for mode in mhpo.AGGREGATIONS:
+            out = mhpo.policy_loss(name, b.logp, b.old_logp, b.advantages, torch.zeros_like(b.mask), aggregation=mode)
+            assert out.loss.item() == 0.0
+
+
+def test_float32_inputs_work_and_match_float64():
+    b = make_batch(seed=8)
+    for name in ALL:
+        ref = mhpo.policy_loss(name, *b.inputs()).loss
+        low = mhpo.policy_loss(
+            name, b.logp.detach().float(), b.old_logp.float(), b.advantages.float(), b.mask.float()
+        ).loss
+        assert low.dtype == torch.float32
+        torch.testing.assert_close(low.double(), ref.detach(), rtol=1e-5, atol=1e-6)

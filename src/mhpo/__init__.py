@@ -13,6 +13,7 @@ from .advantages import adaptive_alpha, group_advantages
 from .aggregation import aggregate
 from .kl import kl_penalty
 from .loss import LossOutput, gradient_weight, policy_loss
+from .normalisers import global_normalisers
 from .objectives import ObjectiveSpec, get_objective, list_objectives, register_objective
 from .objectives.registry import AGGREGATIONS
 
@@ -25,6 +26,7 @@ __all__ = [
     "adaptive_alpha",
     "aggregate",
     "get_objective",
+    "global_normalisers",
     "gradient_weight",
     "group_advantages",
     "kl_penalty",

@@ -61,11 +61,27 @@ def _modulate(log_ratio: Tensor, cfg: MHPOConfig) -> Tensor:
     return cfg.c * torch.tanh(log_ratio / cfg.c) if cfg.use_lfm else log_ratio
 
 
+def _power_(x: Tensor, k: float) -> Tensor:
+    """x^k in place for x >= 0; the default shapes (1.5, 2) take cheaper forms."""
+    if k == 2:
+        return x.square_()
+    if k == 1.5:
+        return x.mul_(x.sqrt())
+    return x.pow_(k)
+
+
+@torch.no_grad()
 def _hazard(psi: Tensor, cfg: MHPOConfig) -> Tensor:
-    """Decoupled Hazard Penalty ζ = (softplus(ψ)/λ₊)^k₊ + (softplus(−ψ)/λ₋)^k₋ (0 if off)."""
+    """Decoupled Hazard Penalty ζ = (softplus(ψ)/λ₊)^k₊ + (softplus(−ψ)/λ₋)^k₋ (0 if off).
+
+    ζ never carries gradient, so it is built in place in two buffers.
+    """
     if not cfg.use_dhp:
         return torch.zeros_like(psi)
-    return (F.softplus(psi) / cfg.lam_pos).pow(cfg.k_pos) + (F.softplus(-psi) / cfg.lam_neg).pow(cfg.k_neg)
+    up = F.softplus(psi)
+    down = torch.sub(up, psi)  # softplus(−ψ) = softplus(ψ) − ψ: one transcendental, not two
+    up = _power_(up.div_(cfg.lam_pos), cfg.k_pos)
+    return up.add_(_power_(down.div_(cfg.lam_neg), cfg.k_neg))
 
 
 def mhpo_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: MHPOConfig) -> Tensor:
@@ -133,5 +149,5 @@ def mhpo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor,
     loss = -torch.exp(psi - zeta) * advantages
     if cfg.normalize_on_policy:
         loss = loss / cfg.on_policy_survival
-    metrics = {"mhpo/survival": masked_mean(torch.exp(-zeta), mask)}
+    metrics = {"mhpo/survival": masked_mean(zeta.neg_().exp_(), mask)}  # ζ is not needed after this
     return loss, metrics

@@ -1,0 +1,16 @@
+# The two commands of the README: `make run` (the main job) and `make test`.
+# Both create or reuse .venv through scripts/bootstrap.sh.
+
+.PHONY: run test bench env
+
+env:
+	@bash scripts/bootstrap.sh
+
+run: env
+	.venv/bin/mhpo plot-weights --out results/weights.png
+
+test: env
+	.venv/bin/python -m pytest -q
+
+bench: env
+	.venv/bin/python benchmarks/objectives.py

@@ -1,0 +1,45 @@
+"""Markdown tables generated from the registry, so the docs cannot drift from the code.
+
+    python -m mhpo.docs_tables    # prints the objective table of README.md
+
+A test checks that README.md contains exactly this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .objectives import get_objective, list_objectives
+
+
+def _defaults(config: type) -> str:
+    fields = dataclasses.fields(config)
+    return ", ".join(f"{f.name}={f.default!r}" for f in fields) or "none"
+
+
+def _hysteresis(value) -> str:
+    return "off" if value is None else ("adaptive" if value == "adaptive" else f"α={value:g}")
+
+
+def objectives_markdown() -> str:
+    rows = [
+        "| objective | what it does | default hyperparameters | aggregation | advantages | A<0 weight | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in list_objectives():
+        spec = get_objective(name)
+        if not spec.paper:
+            source = "reference point"
+        elif "arxiv.org/search" in spec.paper:  # no stable identifier known to us: link a title search
+            source = f"[title search]({spec.paper})"
+        else:
+            source = f"[paper]({spec.paper})"
+        rows.append(
+            f"| `{name}` | {spec.summary} | {_defaults(spec.config)} | `{spec.aggregation}` "
+            f"| {spec.advantage_scale} | {_hysteresis(spec.hysteresis)} | {source} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(objectives_markdown())

@@ -22,3 +22,12 @@ def test_unclipped_weight_is_ratio():
     r = torch.tensor([1e-3, 0.5, 3.0, 1e4], dtype=F64)
     torch.testing.assert_close(mhpo.gradient_weight("unclipped", r.log(), torch.ones(4, dtype=F64)), r, rtol=1e-14, atol=0)
     assert math.isclose(mhpo.gradient_weight("reinforce", r.log(), torch.ones(4, dtype=F64))[3].item(), 1.0)
+
+
+def test_reference_objectives_gradcheck():
+    from batches import make_batch
+
+    b = make_batch(seed=61, batch=3, length=4)
+    for name in ("reinforce", "unclipped"):
+        fn = lambda logp, n=name: mhpo.policy_loss(n, logp, b.old_logp, b.advantages, b.mask).loss  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (b.logp,))

@@ -13,11 +13,11 @@ to the OS at once, so the mark follows live tensor memory), median of 3 measurem
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
 import torch
+from measure import peak_memory, release_large_blocks
 
 import mhpo
 
@@ -36,34 +36,6 @@ def step(name: str, logp: torch.Tensor, old, advantages, mask) -> None:
     leaf = logp.detach().requires_grad_(True)
     out = mhpo.policy_loss(name, leaf, old, advantages, mask)
     out.loss.backward()
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def release_large_blocks() -> None:
-    """Make glibc mmap (and so return at free) every block above 64 KiB."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 64 * 1024)
-    libc.mallopt(m_trim_threshold, 64 * 1024)
-
-
-def peak_memory(name: str, inputs, samples: int = 3) -> int:
-    """Peak resident bytes above the pre-step level during one step, median of ``samples``."""
-    peaks = []
-    for _ in range(samples):
-        base = _status("VmRSS")
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset VmHWM to the current RSS
-        step(name, *inputs)
-        peaks.append(_status("VmHWM") - base)
-    return int(statistics.median(peaks))
 
 
 def main() -> None:
@@ -87,7 +59,7 @@ def main() -> None:
             start = time.perf_counter()
             step(name, *inputs)
             times[name].append(time.perf_counter() - start)
-    memory = {name: peak_memory(name, inputs) for name in names}
+    memory = {name: peak_memory(lambda n=name: step(n, *inputs)) for name in names}
 
     from rich.console import Console
     from rich.table import Table

@@ -1,0 +1,79 @@
+"""Tokenizers behind one small interface: a character-level one for the built-in tiny model,
+and a wrapper around a Hugging Face tokenizer for pretrained models."""
+
+from __future__ import annotations
+
+from ..tasks.base import Problem
+
+PAD, BOS, EOS = 0, 1, 2
+_SPECIAL = 3
+_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+
+
+class CharTokenizer:
+    """Printable ASCII and newline, one token each, plus PAD, BOS and EOS.
+
+    >>> tok = CharTokenizer()
+    >>> tok.decode(tok.encode("3,5>8=")), tok.vocab_size
+    ('3,5>8=', 99)
+    """
+
+    kind = "char"
+    pad_id, bos_id, eos_id = PAD, BOS, EOS
+
+    def __init__(self) -> None:
+        self._index = {ch: i + _SPECIAL for i, ch in enumerate(_CHARS)}
+
+    @property
+    def vocab_size(self) -> int:
+        return _SPECIAL + len(_CHARS)
+
+    def encode(self, text: str) -> list[int]:
+        # Characters outside the vocabulary map to "?" rather than failing mid-run.
+        fallback = self._index["?"]
+        return [self._index.get(ch, fallback) for ch in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(_CHARS[i - _SPECIAL] for i in ids if i >= _SPECIAL and i - _SPECIAL < len(_CHARS))
+
+    def prompt_ids(self, problem: Problem) -> list[int]:
+        return [BOS] + self.encode(problem.prompt)
+
+    def state(self) -> dict:
+        return {"kind": self.kind}
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer; instruct models get their chat template and the
+    natural-language instruction, others the compact prompt."""
+
+    kind = "hf"
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; generation could not stop.")
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.bos_id = tokenizer.bos_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def prompt_ids(self, problem: Problem) -> list[int]:
+        if getattr(self.tok, "chat_template", None):
+            messages = [{"role": "user", "content": problem.instruction}]
+            ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        prefix = [self.bos_id] if self.bos_id is not None else []
+        return prefix + self.encode(problem.prompt)
+
+    def state(self) -> dict:
+        return {"kind": self.kind}

@@ -8,6 +8,8 @@ import sys
 
 from .objectives import list_objectives
 
+DEFAULT_COMPARE = ["grpo", "dapo", "sapo", "a_hpo", "mhpo"]
+
 
 def _objective_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -34,6 +36,79 @@ def _cmd_plot_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import config_from_args
+    from .train.trainer import Trainer
+
+    cfg = config_from_args(args, args.config)
+    try:
+        Trainer(cfg).train()
+    except ValueError as error:
+        raise SystemExit(f"mhpo train: {error}") from None
+    print(f"metrics: {cfg.output_dir}/metrics.jsonl")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .study.compare import compare
+    from .train.config import config_from_args
+
+    cfg = config_from_args(args, args.config)
+    try:
+        compare(cfg, args.objectives, args.seeds, args.out, jobs=args.jobs, threshold=args.threshold)
+    except ValueError as error:
+        raise SystemExit(f"mhpo compare: {error}") from None
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .study.report import build_report
+
+    out = args.out or (args.runs[0] if len(args.runs) == 1 else "report")
+    try:
+        path = build_report(args.runs, out, threshold=args.threshold)
+    except ValueError as error:
+        raise SystemExit(f"mhpo report: {error}") from None
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .train.checkpoint import load_latest
+    from .train.config import TrainConfig, config_from_args
+    from .train.evaluate import evaluate
+    from .train.models import load_policy
+    from .train.trainer import build_task, model_config, warmstart_config
+    from .train.warmstart import warm_start
+
+    if args.run:
+        run = pathlib.Path(args.run)
+        if not (run / "config.yaml").exists():
+            raise SystemExit(f"mhpo eval: {run} has no config.yaml; pass a run directory written by mhpo train.")
+        cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        policy = load_policy(model_config(cfg))
+        state = load_latest(run / "checkpoints")
+        if state is None:
+            raise SystemExit(f"mhpo eval: no checkpoint in {run / 'checkpoints'}.")
+        policy.model.load_state_dict(state["model"])
+        source = f"{run} at step {state['step']}"
+    else:
+        cfg = config_from_args(args, args.config)
+        policy = load_policy(model_config(cfg))
+        warm_start(policy, build_task(cfg), warmstart_config(cfg), cfg.cache_dir)
+        source = f"{cfg.model} after its warm start"
+    task = build_task(cfg)
+    problems = task.problems("eval", args.size or cfg.eval_size, seed=0)
+    result = evaluate(policy, task, problems, k=args.k or cfg.eval_k, temperature=cfg.temperature or 1.0,
+                      top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)  # fmt: skip
+    print(json.dumps({"source": source, "problems": len(problems), "k": args.k or cfg.eval_k, **result}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mhpo",
@@ -52,6 +127,49 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--r-min", type=float, default=0.05, help="smallest ratio on the x-axis (default: %(default)s)")
     plot.add_argument("--r-max", type=float, default=20.0, help="largest ratio on the x-axis (default: %(default)s)")
     plot.set_defaults(func=_cmd_plot_weights)
+
+    from .train.config import add_config_arguments
+
+    train = sub.add_parser(
+        "train",
+        help="GRPO-style RL with any objective on Countdown, arithmetic or your data",
+        description="Train a policy with RL. Options come from --config FILE.yaml and/or flags (flags win).",
+    )
+    train.add_argument("--config", help="YAML file of options (keys as below, with underscores)")
+    add_config_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    comp = sub.add_parser(
+        "compare",
+        help="run several objectives x seeds from one warm start and write a report",
+        description="Every objective on every seed, same warm start and prompts per seed; then report.md and plots. "
+        "Finished runs are skipped and interrupted ones resume, so a rerun completes a study.",
+    )
+    comp.add_argument("--objectives", type=lambda t: [v for v in t.split(",") if v], default=DEFAULT_COMPARE,
+                      help="comma-separated objectives; NAME@KEY=VALUE for variants, e.g. mhpo@use_dhp=false "
+                      f"(default: {','.join(DEFAULT_COMPARE)})")  # fmt: skip
+    comp.add_argument("--seeds", type=int, default=3, help="seeds per objective (default: %(default)s)")
+    comp.add_argument("--out", default="results/compare", help="report directory (default: %(default)s)")
+    comp.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
+    comp.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
+    comp.add_argument("--config", help="YAML file of training options shared by all runs")
+    add_config_arguments(comp)
+    comp.set_defaults(func=_cmd_compare)
+
+    rep = sub.add_parser("report", help="rebuild report.md and plots from saved runs",
+                         description="Find runs (config.yaml + metrics.jsonl) under the given directories and report.")  # fmt: skip
+    rep.add_argument("runs", nargs="+", help="run directories or directories containing runs")
+    rep.add_argument("--out", help="report directory (default: the single run directory given, else ./report)")
+    rep.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
+    rep.set_defaults(func=_cmd_report)
+
+    ev = sub.add_parser("eval", help="held-out greedy accuracy and avg@k of a run's latest checkpoint or a warm start")
+    ev.add_argument("--run", help="run directory (uses its config.yaml and latest checkpoint)")
+    ev.add_argument("--size", type=int, help="held-out problems (default: the run's eval_size)")
+    ev.add_argument("--k", type=int, help="samples per problem for avg@k (default: the run's eval_k)")
+    ev.add_argument("--config", help="YAML file of options (without --run)")
+    add_config_arguments(ev)
+    ev.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -76,7 +76,13 @@ class Policy(torch.nn.Module):
         return getattr(self.model, self.model.base_model_prefix)
 
     def completion_logprobs(
-        self, sequences: Tensor, attention_mask: Tensor, prompt_width: int, *, with_entropy: bool = False
+        self,
+        sequences: Tensor,
+        attention_mask: Tensor,
+        prompt_width: int,
+        *,
+        with_entropy: bool = False,
+        differentiable_entropy: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Log-probs (and entropies) of the completion tokens.
 
@@ -86,7 +92,9 @@ class Policy(torch.nn.Module):
             prompt_width: P, the padded prompt width; completions start at column P.
 
         Returns:
-            (B, C) float32 log-probs and, if asked, entropies.
+            (B, C) float32 log-probs and, if asked, entropies. The chunked path's entropy
+            carries no gradient; ``differentiable_entropy=True`` (for an entropy bonus) takes
+            the full-logits path instead, at its memory cost.
         """
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         with self.autocast():
@@ -97,6 +105,10 @@ class Policy(torch.nn.Module):
         hidden = hidden[:, prompt_width - 1 : -1]  # (B, C, H)
         targets = sequences[:, prompt_width:]  # (B, C)
         weight = self.model.get_output_embeddings().weight
+        if differentiable_entropy:
+            log_probs = torch.log_softmax((hidden.to(weight.dtype) @ weight.T).float(), -1)  # (B, C, V)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy
         return token_logprobs(
             hidden.to(weight.dtype), weight, targets, chunk=self.config.logprob_chunk, with_entropy=with_entropy
         )

@@ -14,38 +14,58 @@ Tensor = torch.Tensor
 
 @dataclasses.dataclass
 class Rollout:
-    """A batch of prompts with their sampled completions.
+    """Sampled completions as token lists (tensors are built by :func:`pack` when needed).
 
     Attributes:
-        sequences: (B, P + C) left-padded prompts then right-padded completions.
-        attention_mask: (B, P + C), 1 for real prompt tokens and counted completion tokens.
-        prompt_width: P.
-        completion_mask: (B, C), 1 for completion tokens up to and including EOS.
-        truncated: (B,) True where no EOS came within the token budget.
-        completions: decoded completion texts (without EOS).
+        prompts: prompt token ids, one list per completion.
+        completions: completion token ids, EOS included when generated.
+        texts: decoded completions (without EOS).
+        truncated: True where no EOS came within the token budget.
     """
 
-    sequences: Tensor
-    attention_mask: Tensor
-    prompt_width: int
-    completion_mask: Tensor
-    truncated: Tensor
-    completions: list[str]
+    prompts: list[list[int]]
+    completions: list[list[int]]
+    texts: list[str]
+    truncated: list[bool]
 
-    def select(self, rows: Tensor | list[int]) -> Rollout:
-        rows = torch.as_tensor(rows, dtype=torch.long)
+    def __len__(self) -> int:
+        return len(self.completions)
+
+    def select(self, rows: list[int]) -> Rollout:
         return Rollout(
-            self.sequences[rows],
-            self.attention_mask[rows],
-            self.prompt_width,
-            self.completion_mask[rows],
-            self.truncated[rows],
-            [self.completions[i] for i in rows.tolist()],
+            [self.prompts[i] for i in rows],
+            [self.completions[i] for i in rows],
+            [self.texts[i] for i in rows],
+            [self.truncated[i] for i in rows],
         )
 
-    @property
-    def lengths(self) -> Tensor:
-        return self.completion_mask.sum(-1)
+    @staticmethod
+    def concat(parts: list[Rollout]) -> Rollout:
+        return Rollout(
+            [p for r in parts for p in r.prompts],
+            [c for r in parts for c in r.completions],
+            [t for r in parts for t in r.texts],
+            [t for r in parts for t in r.truncated],
+        )
+
+
+def pack(
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int
+) -> tuple[Tensor, Tensor, int, Tensor]:
+    """Left-pad prompts, right-pad completions, and join them.
+
+    Returns ``(sequences, attention_mask, prompt_width, completion_mask)`` with shapes
+    (B, P + C), (B, P + C), P and (B, C).
+    """
+    ids, mask = left_pad(prompts, pad_id)
+    width = max(1, max(len(c) for c in completions))
+    tail = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(completions), width), dtype=torch.long)
+    for row, completion in enumerate(completions):
+        if completion:
+            tail[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
+            tail_mask[row, : len(completion)] = 1
+    return torch.cat([ids, tail], 1), torch.cat([mask, tail_mask], 1), ids.shape[1], tail_mask
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -93,7 +113,7 @@ def generate(
     was_training = model.training
     model.eval()
     cache = None
-    step_ids, step_mask, step_pos = ids, mask, position
+    step_ids, step_pos = ids, position
     full_mask = mask
     for t in range(max_new_tokens):
         with policy.autocast():
@@ -118,17 +138,10 @@ def generate(
         full_mask = torch.cat([full_mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
     model.train(was_training)
 
-    used = int(completion_mask.sum(0).nonzero().max()) + 1 if completion_mask.any() else 1
-    new_tokens, completion_mask = new_tokens[:, :used], completion_mask[:, :used]
-    texts = []
+    completions, texts = [], []
     for row in range(batch):
         counted = new_tokens[row][completion_mask[row].bool()].tolist()
+        completions.append(counted)
         texts.append(tok.decode([i for i in counted if i != tok.eos_id]))
-    return Rollout(
-        sequences=torch.cat([ids, new_tokens], dim=1),
-        attention_mask=torch.cat([mask, completion_mask], dim=1),
-        prompt_width=width,
-        completion_mask=completion_mask,
-        truncated=~finished,
-        completions=texts,
-    )
+    return Rollout(prompts=[list(p) for p in prompts], completions=completions, texts=texts,
+                   truncated=(~finished).tolist())  # fmt: skip

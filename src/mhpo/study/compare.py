@@ -1,0 +1,106 @@
+"""`mhpo compare`: every objective on every seed, from one warm start, on the same prompts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import pathlib
+import time
+from typing import Any
+
+import mhpo
+
+from ..train.config import TrainConfig
+from ..train.models import load_policy
+from ..train.trainer import Trainer, build_task, model_config, warmstart_config
+from ..train.warmstart import warm_start
+from .report import build_report
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``mhpo@use_dhp=false@c=2`` -> ("mhpo", {"use_dhp": False, "c": 2})."""
+    import yaml
+
+    name, *assignments = text.strip().split("@")
+    hp = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"objective variant '{text}': expected NAME@KEY=VALUE.")
+        hp[key] = yaml.safe_load(value)
+    mhpo.get_objective(name).make_config(**hp)  # fail early on a typo
+    return name, hp
+
+
+def run_directory(root: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
+    safe = variant.replace("@", "__").replace("=", "-")
+    return root / "runs" / f"{safe}-seed{seed}"
+
+
+def _run_one(config: dict[str, Any]) -> tuple[str, float]:
+    """One run in a worker process; resumes from its checkpoint if one exists."""
+    import torch
+
+    torch.set_num_threads(max(1, config.get("threads") or 1))
+    cfg = TrainConfig.from_dict(config)
+    directory = pathlib.Path(cfg.output_dir)
+    if (directory / "done").exists():
+        return cfg.output_dir, 0.0
+    cfg.resume = (directory / "checkpoints").exists()
+    start = time.perf_counter()
+    Trainer(cfg, log=lambda *args: None).train()
+    return cfg.output_dir, time.perf_counter() - start
+
+
+def compare(
+    base: TrainConfig,
+    variants: list[str],
+    seeds: int,
+    out: str | pathlib.Path,
+    *,
+    jobs: int = 2,
+    threshold: float = 0.3,
+    log=print,
+) -> pathlib.Path:
+    """Run each objective variant on seeds 0..seeds-1 and write ``out/report.md``."""
+    out = pathlib.Path(out)
+    parsed = [parse_variant(v) for v in variants]
+    if seeds < 1:
+        raise ValueError("--seeds must be >= 1.")
+    base.validate()
+    start = time.perf_counter()
+    # The warm start is trained (or found in the cache) once, here, before any worker starts.
+    policy = load_policy(model_config(base), seed=0)
+    warm_start(policy, build_task(base), warmstart_config(base), base.cache_dir, log=log)
+    del policy
+    configs = []
+    for (name, hp), variant in zip(parsed, variants):
+        for seed in range(seeds):
+            cfg = dataclasses.replace(
+                base, objective=name, hp={**base.hp, **hp}, seed=seed,
+                output_dir=str(run_directory(out, variant, seed)), progress=False, threads=1 if jobs > 1 else base.threads,
+            )  # fmt: skip
+            cfg.validate()
+            configs.append(cfg.to_dict())
+    log(f"compare: {len(configs)} runs ({len(variants)} objectives x {seeds} seeds), {jobs} at a time")
+    if jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = [pool.submit(_run_one, c) for c in configs]
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                directory, seconds = future.result()
+                log(f"compare: [{done}/{len(configs)}] {directory} ({seconds:.0f}s)")
+    else:
+        for done, config in enumerate(configs, 1):
+            directory, seconds = _run_one(config)
+            log(f"compare: [{done}/{len(configs)}] {directory} ({seconds:.0f}s)")
+    elapsed = time.perf_counter() - start
+    notes = (
+        f"Task `{base.task}`, model `{base.model}`, {base.steps} RL steps of {base.batch_size} completions "
+        f"(G = {base.group_size}), mu = {base.mu}, lr = {base.lr}; warm start: {base.warmstart_steps} SFT steps. "
+        f"Wall time {elapsed / 60:.1f} min with {jobs} parallel runs."
+    )
+    report = build_report([out / "runs"], out, threshold=threshold, order=variants, notes=notes)
+    log(f"compare: report at {report} ({elapsed / 60:.1f} min)")
+    return report

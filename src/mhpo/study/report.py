@@ -1,0 +1,255 @@
+"""`mhpo report`: a summary table and plots from saved runs (metrics.jsonl + config.yaml)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import statistics
+from typing import Any
+
+from ..train.runlog import atomic_write_text, read_metrics
+from .stats import first_reaching, mean_ci, spikes
+
+
+@dataclasses.dataclass
+class Run:
+    label: str
+    seed: int
+    directory: pathlib.Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        rows = [(r["step"], r[key]) for r in self.records if r.get(key) is not None and r.get("step", 0) >= 1]
+        return [s for s, _ in rows], [float(v) for _, v in rows]
+
+    def eval_series(self, key: str) -> tuple[list[int], list[float]]:
+        rows = [(r["step"], r[key]) for r in self.records if r.get(key) is not None]
+        return [s for s, _ in rows], [float(v) for _, v in rows]
+
+
+def run_label(config: dict[str, Any]) -> str:
+    """objective, plus its non-default hyperparameters, e.g. ``mhpo@use_dhp=False``."""
+    hp = config.get("hp") or {}
+    return config["objective"] + "".join(f"@{k}={v}" for k, v in sorted(hp.items()))
+
+
+def load_run(directory: str | pathlib.Path) -> Run | None:
+    import yaml
+
+    directory = pathlib.Path(directory)
+    config_path = directory / "config.yaml"
+    if not config_path.exists():
+        return None
+    config = yaml.safe_load(config_path.read_text())
+    records = read_metrics(directory / "metrics.jsonl")
+    if not records:
+        return None
+    return Run(run_label(config), int(config.get("seed", 0)), directory, config, records)
+
+
+def find_runs(paths: list[str | pathlib.Path]) -> list[Run]:
+    """Runs in the given directories or anywhere below them."""
+    runs = []
+    for path in paths:
+        path = pathlib.Path(path)
+        candidates = [path] if (path / "config.yaml").exists() else sorted(p.parent for p in path.rglob("config.yaml"))
+        runs += [run for run in (load_run(c) for c in candidates) if run is not None]
+    return runs
+
+
+def _last_mean(values: list[float], fraction: float = 0.1, minimum: int = 5) -> float:
+    if not values:
+        return math.nan
+    tail = values[-max(minimum, int(len(values) * fraction)) :]
+    return statistics.fmean(tail)
+
+
+def summarise(run: Run, threshold: float) -> dict[str, float | None]:
+    steps, reward = run.series("reward/mean")
+    _, grad = run.series("grad_norm/max")
+    _, entropy = run.series("entropy/mean")
+    _, ratio = run.series("ratio/max")
+    _, length = run.series("length/mean")
+    _, accuracy = run.eval_series("eval/accuracy")
+    _, avg_k = run.eval_series("eval/avg@k")
+    reached = first_reaching(steps, reward, threshold)
+    return {
+        "final_reward": _last_mean(reward),
+        "accuracy_start": accuracy[0] if accuracy else math.nan,
+        "accuracy_final": accuracy[-1] if accuracy else math.nan,
+        "avg_k_final": avg_k[-1] if avg_k else math.nan,
+        "reward_per_update": statistics.fmean(reward) if reward else math.nan,
+        "steps_to_threshold": float(reached) if reached is not None else math.nan,
+        "grad_spikes": float(spikes(grad)),
+        "final_entropy": _last_mean(entropy),
+        "max_ratio": max(ratio) if ratio else math.nan,
+        "final_length": _last_mean(length),
+        "steps": float(steps[-1]) if steps else 0.0,
+    }
+
+
+COLUMNS = [
+    ("accuracy_final", "held-out acc. (greedy)", 3),
+    ("avg_k_final", "held-out avg@k", 3),
+    ("final_reward", "final reward", 3),
+    ("reward_per_update", "reward per update (AUC/steps)", 3),
+    ("steps_to_threshold", "steps to threshold", 1),
+    ("grad_spikes", "grad-norm spikes", 1),
+    ("final_entropy", "final entropy", 3),
+    ("max_ratio", "largest ratio", 2),
+    ("final_length", "response length", 1),
+]
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    mean, half = mean_ci(values)
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def _order(labels: list[str], preferred: list[str] | None) -> list[str]:
+    preferred = preferred or []
+    return sorted(labels, key=lambda l: (preferred.index(l) if l in preferred else len(preferred), l))
+
+
+def build_report(
+    paths: list[str | pathlib.Path],
+    out: str | pathlib.Path,
+    *,
+    threshold: float = 0.3,
+    order: list[str] | None = None,
+    title: str = "Objective comparison",
+    notes: str = "",
+) -> pathlib.Path:
+    """Write ``report.md`` and PNG plots for the runs found under ``paths`` into ``out``."""
+    runs = find_runs(paths)
+    if not runs:
+        raise ValueError(f"no runs (config.yaml + metrics.jsonl) found under {', '.join(map(str, paths))}.")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_label: dict[str, list[Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, []).append(run)
+    labels = _order(list(by_label), order)
+    summaries = {label: [summarise(r, threshold) for r in sorted(by_label[label], key=lambda r: r.seed)] for label in labels}
+
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [notes, ""]
+    seeds = sorted({r.seed for r in runs})
+    start = [s["accuracy_start"] for rows in summaries.values() for s in rows]
+    lines += [
+        f"{len(runs)} runs: {len(labels)} objectives x seeds {', '.join(map(str, seeds))}. "
+        f"Values are mean ± 95% interval over seeds (t distribution). Warm-start held-out accuracy "
+        f"(greedy, before RL): {_fmt(start, 3)}. Steps to threshold: first step whose 5-step running "
+        f"mean reward reaches {threshold} (n/a if never; runs that never reach it are left out of the mean).",
+        "",
+        "| objective | seeds | " + " | ".join(name for _, name, _ in COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for label in labels:
+        rows = summaries[label]
+        cells = []
+        for key, _, digits in COLUMNS:
+            values = [r[key] for r in rows]
+            cell = _fmt(values, digits)
+            if key == "steps_to_threshold":
+                reached = sum(math.isfinite(v) for v in values)
+                cell += f" ({reached}/{len(values)} reached)"
+            cells.append(cell)
+        lines.append(f"| `{label}` | {len(rows)} | " + " | ".join(cells) + " |")
+
+    baseline = "grpo" if "grpo" in by_label else None
+    if baseline and len(labels) > 1:
+        lines += ["", f"Paired differences against `{baseline}` (same seed: same warm start and prompts):", "",
+                  "| objective | Δ held-out acc. | Δ reward per update | Δ final reward |", "|---|---|---|---|"]  # fmt: skip
+        base = {r.seed: summarise(r, threshold) for r in by_label[baseline]}
+        for label in labels:
+            if label == baseline:
+                continue
+            pairs = [(summarise(r, threshold), base[r.seed]) for r in by_label[label] if r.seed in base]
+            cells = [_fmt([a[k] - b[k] for a, b in pairs], 3) for k in ("accuracy_final", "reward_per_update", "final_reward")]
+            lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+
+    images = plot_runs(by_label, labels, out)
+    lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in images]
+    lines += ["", "## Runs", "", "| objective | seed | directory |", "|---|---|---|"]
+    lines += [f"| `{r.label}` | {r.seed} | `{r.directory}` |" for label in labels for r in sorted(by_label[label], key=lambda r: r.seed)]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _band(runs: list[Run], key: str, eval_key: bool = False):
+    """Mean and min/max over seeds on the steps every seed has."""
+    series = [r.eval_series(key) if eval_key else r.series(key) for r in runs]
+    common = sorted(set.intersection(*(set(s) for s, _ in series))) if series else []
+    if not common:
+        return [], [], [], []
+    table = [dict(zip(s, v)) for s, v in series]
+    values = [[t[step] for t in table] for step in common]
+    return common, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab10")
+    panels = {
+        "curves.png": [
+            ("reward/mean", "training reward (5-step mean)", False, 5, False),
+            ("eval/accuracy", "held-out accuracy (greedy)", True, 1, False),
+            ("eval/avg@k", "held-out avg@k (sampled)", True, 1, False),
+        ],
+        "stability.png": [
+            ("grad_norm/max", "gradient norm before clipping (max per step)", False, 1, True),
+            ("entropy/mean", "policy entropy (nats/token)", False, 1, False),
+            ("ratio/max", "largest importance ratio", False, 1, True),
+            ("ratio/min", "smallest importance ratio", False, 1, True),
+            ("length/mean", "response length (tokens)", False, 1, False),
+            ("kl/old_k3", "KL(π_old ‖ π_θ), k3", False, 1, True),
+        ],
+    }
+    written = []
+    for name, specs in panels.items():
+        cols = 3
+        rows = math.ceil(len(specs) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+        for ax, (key, title, is_eval, window, log) in zip(axes.flat, specs):
+            for i, label in enumerate(labels):
+                steps, mean, low, high = _band(by_label[label], key, is_eval)
+                if not steps:
+                    continue
+                colour = colours(i % 10)
+                if window > 1:
+                    mean, low, high = (_smooth(v, window) for v in (mean, low, high))
+                ax.plot(steps, mean, color=colour, lw=1.6, label=f"{label} (n={len(by_label[label])})",
+                        marker="o" if is_eval else None, ms=3)  # fmt: skip
+                if len(by_label[label]) > 1:
+                    ax.fill_between(steps, low, high, color=colour, alpha=0.15, lw=0)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("RL step")
+            if log:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        for ax in axes.flat[len(specs) :]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize=8)
+        fig.suptitle("mean over seeds; bands span the seeds (min to max)", fontsize=10)
+        fig.tight_layout()
+        tmp = out / f".{name}.tmp"
+        fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        tmp.replace(out / name)
+        written.append(name)
+    return written

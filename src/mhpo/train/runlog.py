@@ -1,0 +1,82 @@
+"""Metrics logs that survive crashes: one JSON object per line, each written with a single
+``write`` of a complete line and flushed to disk; readers skip a torn last line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; None reads back as "not defined at this step"
+    return value
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``."""
+
+    def __init__(self, path: str | pathlib.Path) -> None:
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records with ``step <= step`` (used when resuming from a checkpoint)."""
+        kept = [r for r in read_metrics(self.path) if r.get("step", -1) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    """All complete records of a metrics file; a torn or corrupt line is skipped."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class TensorBoardLog:
+    """Optional TensorBoard mirror of the metrics (needs the tensorboard package)."""
+
+    def __init__(self, directory: str | pathlib.Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ValueError("--tensorboard needs the tensorboard package: pip install 'mhpo[train]'.") from error
+        self.writer = SummaryWriter(str(directory))
+
+    def append(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()

@@ -1,0 +1,439 @@
+"""GRPO-style RL on a CPU: sample groups, score them, update with any registered objective.
+
+The loss math comes only from :func:`mhpo.policy_loss`; this module orchestrates.
+
+One RL step:
+  1. take prompts, sample G completions each (temperature, top-p, EOS);
+  2. score them (optionally: soft overlong punishment, dynamic sampling);
+  3. group-relative advantages; old log-probs once per rollout (and reference log-probs);
+  4. mu passes, each split into mini-batches (one optimizer step each), each mini-batch
+     split into micro-batches whose losses use the mini-batch's global normalisers, so
+     gradient accumulation gives the mini-batch gradient exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import pathlib
+import random
+import time
+from typing import Any
+
+import torch
+
+import mhpo
+
+from ..tasks import Arithmetic, ArithmeticConfig, Countdown, CountdownConfig, UserData, UserDataConfig
+from .checkpoint import load_latest, save_checkpoint
+from .config import TrainConfig
+from .evaluate import evaluate
+from .models import ModelConfig, Policy, load_policy
+from .rollout import Rollout, generate, pack
+from .runlog import MetricsLog, TensorBoardLog, atomic_write_text
+from .warmstart import WarmStartConfig, warm_start
+
+Tensor = torch.Tensor
+PROMPT_CHUNK = 1024
+
+
+def build_task(cfg: TrainConfig):
+    if cfg.task == "countdown":
+        return Countdown(CountdownConfig(cfg.num_numbers, cfg.max_number, cfg.max_target, cfg.operators,
+                                         format_reward=cfg.format_reward))  # fmt: skip
+    if cfg.task == "arithmetic":
+        return Arithmetic(ArithmeticConfig(cfg.num_operands, cfg.max_operand, cfg.operators.replace("/", "")))
+    return UserData(UserDataConfig(cfg.data_path, cfg.prompt_field, cfg.answer_field, reward_fn=cfg.reward_fn))
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size, cfg.dtype)
+
+
+def warmstart_config(cfg: TrainConfig) -> WarmStartConfig:
+    return WarmStartConfig(cfg.warmstart_steps, cfg.warmstart_lr, cfg.warmstart_batch, cfg.warmstart_examples)
+
+
+class PromptStream:
+    """An endless, seeded stream of training problems; its position is checkpointed."""
+
+    def __init__(self, task, seed: int) -> None:
+        self.task, self.seed, self.position = task, seed, 0
+        self._chunk_index, self._chunk = -1, []
+
+    def take(self, count: int) -> list:
+        out = []
+        while len(out) < count:
+            index, offset = divmod(self.position, PROMPT_CHUNK)
+            if index != self._chunk_index:
+                self._chunk = self.task.problems("train", PROMPT_CHUNK, seed=self.seed * 1_000_003 + index)
+                self._chunk_index = index
+            out.append(self._chunk[offset])
+            self.position += 1
+        return out
+
+
+def overlong_penalty(length: int, max_length: int, buffer: int) -> float:
+    """DAPO's soft overlong punishment R_len."""
+    if buffer <= 0 or length <= max_length - buffer:
+        return 0.0
+    if length <= max_length:
+        return ((max_length - buffer) - length) / buffer
+    return -1.0
+
+
+def _merge_metrics(parts: list[tuple[float, dict[str, Tensor]]]) -> dict[str, float]:
+    """Combine micro-batch metrics: max of '/max', min of '/min', token-weighted mean of the
+    rest (undefined values skipped)."""
+    merged: dict[str, float] = {}
+    keys = {k for _, m in parts for k in m}
+    for key in keys:
+        values = [(w, float(m[key])) for w, m in parts if key in m and math.isfinite(float(m[key]))]
+        if not values:
+            merged[key] = math.nan
+        elif key.endswith("/max"):
+            merged[key] = max(v for _, v in values)
+        elif key.endswith("/min"):
+            merged[key] = min(v for _, v in values)
+        else:
+            total = sum(w for w, _ in values)
+            merged[key] = sum(w * v for w, v in values) / total if total > 0 else values[0][1]
+    return merged
+
+
+@dataclasses.dataclass
+class Batch:
+    """One scored rollout batch as tensors."""
+
+    sequences: Tensor  # (B, P + C)
+    attention: Tensor  # (B, P + C)
+    width: int  # P
+    mask: Tensor  # (B, C) counted completion tokens
+    rewards: Tensor  # (B,)
+    advantages: Tensor  # (B,)
+    old_logp: Tensor | None = None  # (B, C)
+    ref_logp: Tensor | None = None  # (B, C)
+
+
+class Trainer:
+    """Runs one configuration end to end; ``train()`` returns the per-step records."""
+
+    def __init__(self, cfg: TrainConfig, *, policy: Policy | None = None, task=None, log=print) -> None:
+        self.cfg = cfg.validate()
+        self.log = log
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.spec = mhpo.get_objective(cfg.objective)
+        self.task = task if task is not None else build_task(cfg)
+        self.out = pathlib.Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if policy is None:
+            policy = load_policy(model_config(cfg), seed=0)
+            warm_start(policy, self.task, warmstart_config(cfg), cfg.cache_dir, log=log)
+        self.policy = policy
+        self.reference = None
+        if cfg.beta > 0:
+            self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in policy.model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+        )
+        warmup = max(cfg.warmup_steps, 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.prompts = PromptStream(self.task, cfg.seed)
+        self.eval_problems = self.task.problems("eval", cfg.eval_size, seed=0)
+        self.step = 0
+        self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
+        self.tensorboard = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard else None
+        self.hysteresis = cfg.hysteresis_value()
+        if self.hysteresis is None:
+            self.hysteresis = self.spec.hysteresis
+        if cfg.resume:
+            self._restore()
+        else:
+            if (self.out / "metrics.jsonl").exists():
+                (self.out / "metrics.jsonl").unlink()
+            atomic_write_text(self.out / "config.yaml", _yaml(cfg.to_dict()))
+
+    # ---- checkpointing ---------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": self.policy.model.state_dict(),
+            "reference": self.reference.state_dict() if self.reference is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "prompt_position": self.prompts.position,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def _restore(self) -> None:
+        state = load_latest(self.out / "checkpoints")
+        if state is None:
+            self.log(f"resume: no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
+            if (self.out / "metrics.jsonl").exists():
+                (self.out / "metrics.jsonl").unlink()
+            atomic_write_text(self.out / "config.yaml", _yaml(self.cfg.to_dict()))
+            return
+        self.policy.model.load_state_dict(state["model"])
+        if self.reference is not None and state["reference"] is not None:
+            self.reference.load_state_dict(state["reference"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.prompts.position = state["prompt_position"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        self.step = state["step"]
+        self.metrics_log.truncate_after(self.step)
+        self.log(f"resume: continuing after step {self.step}")
+
+    def save(self) -> pathlib.Path:
+        return save_checkpoint(self.out / "checkpoints", self.step, self._state())
+
+    # ---- one RL step ----------------------------------------------------------------------
+    def _sample_groups(self, problems: list) -> tuple[Rollout, list[float]]:
+        tok, cfg = self.policy.tokenizer, self.cfg
+        prompts = [tok.prompt_ids(p) for p in problems for _ in range(cfg.group_size)]
+        rollout = generate(self.policy, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                           top_p=cfg.top_p, generator=self.generator)  # fmt: skip
+        owners = [p for p in problems for _ in range(cfg.group_size)]
+        return rollout, owners
+
+    def _collect(self, stats: dict[str, float]) -> tuple[Rollout, Tensor]:
+        """Sample, score and (with dynamic sampling) keep only informative groups."""
+        cfg = self.cfg
+        groups_needed, G = cfg.prompts_per_step, cfg.group_size
+        dynamic = cfg.preset("dynamic_sampling")
+        buffer = cfg.preset("overlong_buffer")
+        kept: list[Rollout] = []
+        kept_rewards: list[Tensor] = []
+        rounds = generate_time = score_time = 0.0
+        raw_rewards: list[float] = []
+        zero_variance = total_groups = 0
+        last = None
+        while sum(len(r) for r in kept) < groups_needed * G and rounds < (cfg.dynamic_sampling_rounds if dynamic else 1):
+            rounds += 1
+            need = groups_needed - sum(len(r) for r in kept) // G
+            start = time.perf_counter()
+            rollout, owners = self._sample_groups(self.prompts.take(need))
+            generate_time += time.perf_counter() - start
+            start = time.perf_counter()
+            task_rewards = [self.task.score(text, p) for text, p in zip(rollout.texts, owners)]
+            rewards = torch.tensor(
+                [r + overlong_penalty(len(c), cfg.max_new_tokens, buffer) for r, c in zip(task_rewards, rollout.completions)],
+                dtype=torch.float32,
+            )
+            score_time += time.perf_counter() - start
+            raw_rewards += task_rewards
+            grouped = rewards.view(-1, G)
+            constant = (grouped.amax(-1) == grouped.amin(-1)).tolist()
+            zero_variance += sum(constant)
+            total_groups += len(constant)
+            last = (rollout, rewards)
+            keep = [g for g, c in enumerate(constant) if not (dynamic and c)]
+            rows = [g * G + j for g in keep for j in range(G)]
+            if rows:
+                kept.append(rollout.select(rows))
+                kept_rewards.append(rewards[rows])
+        if not kept:  # dynamic sampling found no informative group: train on the last round (A = 0)
+            kept, kept_rewards = [last[0]], [last[1]]
+        rollout = Rollout.concat(kept)
+        rewards = torch.cat(kept_rewards)[: groups_needed * G]
+        rollout = rollout.select(list(range(len(rewards))))
+        raw = torch.tensor(raw_rewards)
+        stats.update({
+            "reward/mean": raw.mean().item(),
+            "reward/std": raw.std().item() if raw.numel() > 1 else 0.0,
+            "reward/shaped_mean": rewards.mean().item(),
+            "reward/zero_variance_frac": zero_variance / max(total_groups, 1),
+            "time/generate": generate_time,
+            "time/score": score_time,
+            "sampling/rounds": rounds,
+            "sampling/groups": len(rewards) // G,
+        })  # fmt: skip
+        return rollout, rewards
+
+    def _batch(self, rollout: Rollout, rewards: Tensor, stats: dict[str, float]) -> Batch:
+        cfg = self.cfg
+        sequences, attention, width, mask = pack(rollout.prompts, rollout.completions, self.policy.tokenizer.pad_id)
+        truncated = torch.tensor(rollout.truncated)
+        lengths = mask.sum(-1).float()
+        stats.update({
+            "length/mean": lengths.mean().item(),
+            "length/max": lengths.max().item(),
+            "length/truncated_frac": truncated.float().mean().item(),
+        })  # fmt: skip
+        if cfg.preset("overlong_filter"):
+            mask = mask * (~truncated).long().unsqueeze(-1)
+            attention = attention.clone()
+            attention[:, width:] = mask
+        scale = cfg.advantage_scale or self.spec.advantage_scale
+        advantages = mhpo.group_advantages(rewards, cfg.group_size, scale=scale)
+        return Batch(sequences, attention, width, mask, rewards, advantages)
+
+    @torch.no_grad()
+    def _logprobs(self, batch: Batch) -> Tensor:
+        parts = []
+        for rows in torch.arange(batch.sequences.shape[0]).split(self.cfg.micro_batch_size):
+            logp, _ = self.policy.completion_logprobs(batch.sequences[rows], batch.attention[rows], batch.width)
+            parts.append(logp)
+        return torch.cat(parts)
+
+    def _update(self, batch: Batch, stats: dict[str, float]) -> None:
+        cfg = self.cfg
+        start = time.perf_counter()
+        on_policy = cfg.mu == 1 and cfg.minibatches == 1
+        if not on_policy:
+            batch.old_logp = self._logprobs(batch)
+        if self.reference is not None:
+            batch.ref_logp = self._reference_logprobs(batch)
+        alpha = self.hysteresis
+        if alpha == "adaptive":  # A-HPO: alpha from the whole rollout batch, not a micro-batch
+            alpha = mhpo.adaptive_alpha(batch.advantages, alpha_min=cfg.alpha_min if cfg.alpha_min is not None else 0.1)
+        hp = dict(cfg.hp)
+        grad_norms, losses, parts = [], [], []
+        rows_all = batch.sequences.shape[0]
+        tokens = 0
+        self.policy.model.train()
+        for _ in range(cfg.mu):
+            order = torch.randperm(rows_all, generator=self.generator)
+            for minibatch in order.tensor_split(cfg.minibatches):
+                if minibatch.numel() == 0:
+                    continue
+                norms = mhpo.global_normalisers(batch.mask[minibatch], max_length=cfg.max_new_tokens)
+                minibatch_loss = 0.0
+                for rows in minibatch.split(cfg.micro_batch_size):
+                    mask = batch.mask[rows]
+                    logp, entropy = self.policy.completion_logprobs(
+                        batch.sequences[rows], batch.attention[rows], batch.width,
+                        with_entropy=True, differentiable_entropy=cfg.entropy_coef != 0,
+                    )  # fmt: skip
+                    old = batch.old_logp[rows] if batch.old_logp is not None else logp.detach()
+                    out = mhpo.policy_loss(
+                        cfg.objective, logp, old, batch.advantages[rows], mask,
+                        aggregation=cfg.aggregation,
+                        ref_logp=batch.ref_logp[rows] if batch.ref_logp is not None else None,
+                        beta=cfg.beta, kl_estimator=cfg.kl_estimator,
+                        hysteresis=alpha, entropy=entropy, entropy_coef=cfg.entropy_coef,
+                        **norms, **hp,
+                    )  # fmt: skip
+                    out.loss.backward()
+                    minibatch_loss += out.loss.item()
+                    tokens += int(mask.sum())
+                    parts.append((float(mask.sum()), out.metrics))
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
+                grad_norms.append(float(grad_norm))
+                losses.append(minibatch_loss)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - start
+        stats.update(_merge_metrics(parts))
+        stats.update({
+            "loss": sum(losses) / max(len(losses), 1),
+            "grad_norm/mean": sum(grad_norms) / max(len(grad_norms), 1),
+            "grad_norm/max": max(grad_norms, default=0.0),
+            "lr": self.scheduler.get_last_lr()[0],
+            "time/update": elapsed,
+            "tokens/update_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+        })  # fmt: skip
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: Batch) -> Tensor:
+        live = self.policy.model
+        self.policy.model = self.reference
+        try:
+            return self._logprobs(batch)
+        finally:
+            self.policy.model = live
+
+    def _evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        start = time.perf_counter()
+        result = evaluate(self.policy, self.task, self.eval_problems, k=cfg.eval_k, temperature=cfg.temperature or 1.0,
+                          top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 7919 + self.step)  # fmt: skip
+        result["time/eval"] = time.perf_counter() - start
+        return result
+
+    def train_step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        stats: dict[str, float] = {}
+        rollout, rewards = self._collect(stats)
+        generated = sum(len(c) for c in rollout.completions)
+        batch = self._batch(rollout, rewards, stats)
+        self._update(batch, stats)
+        self.step += 1
+        stats["step"] = self.step
+        stats["time/step"] = time.perf_counter() - start
+        stats["tokens/rollout_per_s"] = generated / stats["time/generate"] if stats["time/generate"] > 0 else 0.0
+        return stats
+
+    def _record(self, record: dict[str, float]) -> None:
+        self.metrics_log.append(record)
+        if self.tensorboard is not None:
+            self.tensorboard.append(record)
+
+    def train(self) -> list[dict[str, float]]:
+        cfg = self.cfg
+        records = []
+        if self.step == 0:
+            baseline = {"step": 0, **self._evaluate()}
+            self._record(baseline)
+            records.append(baseline)
+            self.log(f"step 0: held-out accuracy {baseline['eval/accuracy']:.3f}, avg@{cfg.eval_k} {baseline['eval/avg@k']:.3f}")
+        with _progress(cfg.progress, cfg.steps, self.step) as advance:
+            while self.step < cfg.steps:
+                record = self.train_step()
+                last = self.step == cfg.steps
+                if last or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                    record.update(self._evaluate())
+                self._record(record)
+                records.append(record)
+                if last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    self.save()
+                advance(record)
+        final = records[-1] if records else {}
+        if "eval/accuracy" in final:
+            self.log(f"step {self.step}: held-out accuracy {final['eval/accuracy']:.3f}, avg@{cfg.eval_k} {final['eval/avg@k']:.3f}")
+        atomic_write_text(self.out / "done", f"{self.step}\n")
+        return records
+
+
+class _progress:
+    """A rich progress bar with reward, loss, grad norm and tokens/s, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, completed: int) -> None:
+        self.enabled, self.total, self.completed = enabled, total, completed
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda record: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]RL"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), transient=False)  # fmt: skip
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=self.total, completed=self.completed, info="")
+
+        def advance(record):
+            info = (f"reward {record['reward/mean']:.3f}  loss {record['loss']:+.4f}  "
+                    f"grad {record['grad_norm/max']:.2f}  {record['tokens/rollout_per_s']:.0f} tok/s")  # fmt: skip
+            self.bar.update(self.task, advance=1, info=info)
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
+
+
+def _yaml(values: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)

@@ -1,0 +1,15 @@
+"""A very small trainer configuration for fast, offline tests."""
+
+from mhpo.train.config import TrainConfig
+
+TINY = dict(
+    hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, warmstart_steps=0,
+    batch_size=8, group_size=4, max_new_tokens=6, micro_batch_size=4, minibatches=2, mu=2,
+    eval_size=4, eval_k=1, eval_every=0, checkpoint_every=0, progress=False, threads=1, lr=1e-3,
+)  # fmt: skip
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    values = dict(TINY, output_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    values.update(overrides)
+    return TrainConfig(**values)

@@ -226,6 +226,7 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
         rows = math.ceil(len(specs) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
         for ax, (key, title, is_eval, window, log) in zip(axes.flat, specs):
+            positive = False
             for i, label in enumerate(labels):
                 steps, mean, low, high = _band(by_label[label], key, is_eval)
                 if not steps:
@@ -233,13 +234,14 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
                 colour = colours(i % 10)
                 if window > 1:
                     mean, low, high = (_smooth(v, window) for v in (mean, low, high))
+                positive = positive or any(v > 0 for v in mean)
                 ax.plot(steps, mean, color=colour, lw=1.6, label=f"{label} (n={len(by_label[label])})",
                         marker="o" if is_eval else None, ms=3)  # fmt: skip
                 if len(by_label[label]) > 1:
                     ax.fill_between(steps, low, high, color=colour, alpha=0.15, lw=0)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("RL step")
-            if log:
+            if log and positive:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
         for ax in axes.flat[len(specs) :]:

@@ -70,8 +70,8 @@ class HFTokenizer:
     def prompt_ids(self, problem: Problem) -> list[int]:
         if getattr(self.tok, "chat_template", None):
             messages = [{"role": "user", "content": problem.instruction}]
-            ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.encode(text)
         prefix = [self.bos_id] if self.bos_id is not None else []
         return prefix + self.encode(problem.prompt)
 

@@ -1,0 +1,95 @@
+"""`mhpo compare` / `mhpo report` / `mhpo eval` on tiny runs, and the trainer's metric docs."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mhpo.study.compare import compare, parse_variant
+from mhpo.study.report import build_report
+from mhpo.study.stats import first_reaching, mean_ci, spikes
+from mhpo.train.trainer import Trainer
+from trainer_helpers import TINY, tiny_config
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+
+
+def documented_keys() -> set[str]:
+    keys = set()
+    for name in ("metrics.md", "training.md"):
+        for row in (DOCS / name).read_text().splitlines():
+            if row.startswith("| `"):
+                keys |= set(re.findall(r"`([a-z_]+(?:/[a-z_@0-9]+)?)`", row.split("|")[1]))
+    return keys
+
+
+def test_every_trainer_metric_is_documented(tmp_path):
+    records = Trainer(tiny_config(tmp_path, steps=1, objective="a_hpo"), log=lambda *a: None).train()
+    emitted = set().union(*records)
+    assert emitted - documented_keys() == set()
+
+
+def test_compare_then_report(tmp_path):
+    from mhpo.train.config import TrainConfig
+
+    base = TrainConfig(**{**TINY, "steps": 3, "eval_every": 0, "cache_dir": str(tmp_path / "cache"),
+                          "warmstart_steps": 5, "task": "countdown"})  # fmt: skip
+    report = compare(base, ["grpo", "mhpo@use_dhp=false"], seeds=2, out=tmp_path / "cmp", jobs=1, log=lambda *a: None)
+    text = report.read_text()
+    assert "| `grpo` | 2 |" in text and "| `mhpo@use_dhp=False` | 2 |" in text
+    assert "Paired differences against `grpo`" in text
+    for image in ("curves.png", "stability.png"):
+        assert (tmp_path / "cmp" / image).read_bytes()[:4] == b"\x89PNG"
+    runs = sorted((tmp_path / "cmp" / "runs").iterdir())
+    assert len(runs) == 4 and all((r / "done").exists() for r in runs)
+    # Rerunning skips finished runs; a rebuilt report from the saved runs is the same table.
+    compare(base, ["grpo", "mhpo@use_dhp=false"], seeds=2, out=tmp_path / "cmp", jobs=1, log=lambda *a: None)
+    rebuilt = build_report([tmp_path / "cmp" / "runs"], tmp_path / "again", order=["grpo", "mhpo@use_dhp=False"])
+    table = lambda t: [l for l in t.splitlines() if l.startswith("| `")][:2]  # noqa: E731
+    assert table(rebuilt.read_text()) == table(text)
+
+
+def test_report_and_eval_commands(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=2, checkpoint_every=1), log=lambda *a: None).train()
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(run)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (run / "report.md").exists()
+    ev = subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--size", "3", "--k", "2"],
+                        capture_output=True, text=True)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["problems"] == 3 and 0 <= result["eval/accuracy"] <= 1 and "step 2" in result["source"]
+    missing = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(tmp_path / "nothing")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode != 0 and "no runs" in missing.stderr
+
+
+def test_train_command_reads_yaml_and_flags(tmp_path):
+    config = tmp_path / "c.yaml"
+    values = {**TINY, "steps": 1, "output_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}
+    config.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in values.items()))
+    out = subprocess.run([sys.executable, "-m", "mhpo.cli", "train", "--config", str(config), "--objective", "sapo",
+                          "--hp", "tau_pos=2.0"], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "objective: sapo" in saved and "tau_pos: 2.0" in saved
+    bad = subprocess.run([sys.executable, "-m", "mhpo.cli", "train", "--config", str(config), "--mu", "0"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "mu must be >= 1" in bad.stderr
+
+
+def test_variants_and_statistics():
+    assert parse_variant("mhpo@use_dhp=false@c=2") == ("mhpo", {"use_dhp": False, "c": 2})
+    with pytest.raises(ValueError, match="no hyperparameter 'cc'"):
+        parse_variant("mhpo@cc=1")
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5, rel=1e-4)
+    assert mean_ci([5.0]) == (5.0, 0.0)
+    assert spikes([1, 1, 1, 1, 1, 6, 1, 4.9]) == 1
+    # running means: 0, .25, .33, .375, .4, .5 -> the window first reaches 0.45 at step 6
+    assert first_reaching([1, 2, 3, 4, 5, 6], [0, 0.5, 0.5, 0.5, 0.5, 0.5], 0.45) == 6
+    assert first_reaching([1, 2], [0.0, 0.1], 0.5) is None

@@ -8,9 +8,12 @@ env:
 
 run: env
 	.venv/bin/mhpo plot-weights --out results/weights.png
+	.venv/bin/mhpo compare --out results/compare
 
 test: env
 	.venv/bin/python -m pytest -q
 
 bench: env
 	.venv/bin/python benchmarks/objectives.py
+	.venv/bin/python benchmarks/logprobs.py
+	.venv/bin/python benchmarks/trainer_speed.py

@@ -181,3 +181,9 @@ def test_kl_reference_and_entropy_bonus_run(tmp_path):
     cfg = tiny_config(tmp_path, objective="grpo", steps=2, beta=0.1, entropy_coef=0.01)
     records = Trainer(cfg, task=_OnesTask(), log=lambda *a: None).train()
     assert "kl/k3" in records[-1] and torch.isfinite(torch.tensor(records[-1]["loss"]))
+
+
+def test_tensorboard_mirror(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, tensorboard=True), log=lambda *a: None).train()
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100

@@ -74,5 +74,9 @@ def test_adaptive_alpha_from_token_advantages_uses_completion_means():
     adv = torch.tensor([[1.0, 1.0, 9.0], [-1.0, -1.0, 0.0], [-2.0, 0.0, 0.0]], dtype=F64)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]], dtype=F64)
     assert mhpo.adaptive_alpha(adv, mask=mask).item() == pytest.approx(0.5)  # n⁺ = 1, n⁻ = 2
+    # (B,) advantages with a mask: completions without counted tokens count in neither
+    flat = torch.tensor([1.0, -1.0, -1.0], dtype=F64)
+    assert mhpo.adaptive_alpha(flat, mask=torch.tensor([[1, 1], [1, 0], [0, 0]])).item() == pytest.approx(1.0)
+    assert mhpo.adaptive_alpha(flat).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="alpha_min must be"):
         mhpo.adaptive_alpha(adv, alpha_min=2.0)

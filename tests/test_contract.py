@@ -24,9 +24,9 @@ def global_normalisers(mask: torch.Tensor, max_length: int) -> dict:
     }
 
 
-def fixed_hysteresis(name: str, advantages: torch.Tensor):
+def fixed_hysteresis(name: str, advantages: torch.Tensor, mask: torch.Tensor):
     """A-HPO's alpha must come from the whole rollout batch when it is split."""
-    return float(mhpo.adaptive_alpha(advantages)) if mhpo.get_objective(name).hysteresis == "adaptive" else None
+    return float(mhpo.adaptive_alpha(advantages, mask=mask)) if mhpo.get_objective(name).hysteresis == "adaptive" else None
 
 
 def test_registry_lists_every_methods_objective():
@@ -77,7 +77,7 @@ def test_micro_batch_split_invariance(name, aggregation):
     """Gradient accumulation over micro-batches with global normalisers = the full batch."""
     b = make_batch(seed=2)
     norms = global_normalisers(b.mask, max_length=7)
-    alpha = fixed_hysteresis(name, b.advantages)
+    alpha = fixed_hysteresis(name, b.advantages, b.mask)
     full = mhpo.policy_loss(name, *b.inputs(), aggregation=aggregation, hysteresis=alpha, **norms)
     full.loss.backward()
     full_grad = b.logp.grad.clone()
@@ -109,7 +109,7 @@ def test_data_parallel_split_invariance(name):
     b = make_batch(seed=3)
     aggregation = mhpo.get_objective(name).aggregation
     norms = global_normalisers(b.mask, max_length=7)
-    alpha = fixed_hysteresis(name, b.advantages)
+    alpha = fixed_hysteresis(name, b.advantages, b.mask)
     full = mhpo.policy_loss(name, *b.inputs(), hysteresis=alpha, **norms)
     (full_grad,) = torch.autograd.grad(full.loss, b.logp)
     grads = []

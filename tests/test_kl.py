@@ -49,3 +49,15 @@ def test_entropy_bonus(batch):
     assert bonus.metrics["entropy/mean"].item() == pytest.approx(
         ((entropy * batch.mask).sum() / batch.mask.sum()).item(), rel=1e-14
     )
+
+
+def test_is_weights_scale_the_policy_term_only(batch):
+    weights = 0.5 + torch.rand(batch.mask.shape, dtype=F64, generator=torch.Generator().manual_seed(3))
+    base = mhpo.policy_loss("mhpo", *batch.inputs(), aggregation="token_sum", ref_logp=batch.ref_logp, beta=0.1)
+    plain = mhpo.policy_loss("mhpo", *batch.inputs(), aggregation="token_sum")
+    weighted = mhpo.policy_loss("mhpo", *batch.inputs(), aggregation="token_sum", ref_logp=batch.ref_logp,
+                                beta=0.1, is_weights=weights)  # fmt: skip
+    kl = base.per_token - plain.per_token
+    torch.testing.assert_close(weighted.per_token, plain.per_token * weights * batch.mask + kl, rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="is_weights must be >= 0"):
+        mhpo.policy_loss("mhpo", *batch.inputs(), is_weights=-weights)

@@ -21,7 +21,7 @@ def emitted_keys() -> dict[str, set[str]]:
     entropy = torch.rand(b.mask.shape, dtype=torch.float64)
     seen: dict[str, set[str]] = {}
     for name in mhpo.list_objectives():
-        configs = [{}, {"ref_logp": b.ref_logp, "entropy": entropy, "hysteresis": 0.5}]
+        configs = [{}, {"ref_logp": b.ref_logp, "entropy": entropy, "hysteresis": 0.5, "is_weights": entropy + 0.5}]
         configs += [{"ref_logp": b.ref_logp, "kl_estimator": e} for e in ("k1", "k2")]
         if "dual_clip" in [f for f in mhpo.get_objective(name).config.__dataclass_fields__]:
             configs.append({"dual_clip": 3.0})

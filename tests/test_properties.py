@@ -46,7 +46,7 @@ def test_any_split_point_reproduces_the_full_batch(name, inputs, split):
     logp, old, advantages, mask = inputs
     split = min(split, logp.shape[0])
     norms = mhpo.global_normalisers(mask, max_length=logp.shape[1])
-    alpha = float(mhpo.adaptive_alpha(advantages)) if mhpo.get_objective(name).hysteresis == "adaptive" else None
+    alpha = float(mhpo.adaptive_alpha(advantages, mask=mask)) if mhpo.get_objective(name).hysteresis == "adaptive" else None
     full = mhpo.policy_loss(name, logp, old, advantages, mask, hysteresis=alpha, **norms).loss
     parts = sum(
         mhpo.policy_loss(name, logp[r], old[r], advantages[r], mask[r], hysteresis=alpha, **norms).loss

@@ -71,7 +71,8 @@ def adaptive_alpha(advantages: Tensor, alpha_min: float = 0.1, mask: Tensor | No
 
         α = clip(n⁺ / n⁻, alpha_min, 1),   α = 1 if n⁻ = 0
 
-    where n⁺ and n⁻ count completions with A > 0 and A < 0 (A = 0 counts in neither).
+    where n⁺ and n⁻ count completions with A > 0 and A < 0 (A = 0 counts in neither; with a
+    mask, completions without any counted token count in neither, since they get no update).
     Compute it over the *whole rollout batch* and pass the result as ``hysteresis=`` to every
     micro-batch's :func:`mhpo.policy_loss`.
 
@@ -79,7 +80,7 @@ def adaptive_alpha(advantages: Tensor, alpha_min: float = 0.1, mask: Tensor | No
         advantages: (B,) per-completion advantages, or (B, T) per-token ones, in which case a
             completion's advantage is its mean over counted tokens.
         alpha_min: lower bound of α, in [0, 1].
-        mask: (B, T) mask for 2-D advantages (default: every token counts).
+        mask: (B, T) mask (default: every token counts).
 
     Returns:
         a 0-dim tensor α in [alpha_min, 1].
@@ -96,6 +97,8 @@ def adaptive_alpha(advantages: Tensor, alpha_min: float = 0.1, mask: Tensor | No
         advantages = (advantages * weights).sum(-1) / weights.sum(-1).clamp(min=1)
     elif advantages.dim() != 1:
         raise ValueError(f"advantages must be (B,) or (B, T); got shape {tuple(advantages.shape)}.")
+    elif mask is not None:
+        advantages = torch.where(mask.sum(-1) > 0, advantages, torch.zeros_like(advantages))
     positive = (advantages > 0).sum()
     negative = (advantages < 0).sum()
     dtype = advantages.dtype if advantages.is_floating_point() else torch.get_default_dtype()

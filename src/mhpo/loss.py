@@ -151,6 +151,7 @@ def policy_loss(
     beta: float = 0.0,
     kl_estimator: str = "k3",
     hysteresis: Hysteresis = None,
+    is_weights: Tensor | None = None,
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
     num_tokens: float | Tensor | None = None,
@@ -167,6 +168,7 @@ def policy_loss(
 
         δ = clamp(logp − old_logp, −20, 20)
         ℓ = objective(δ, A)                       (per token, METHODS.md)
+        ℓ ← w_is·ℓ                                (rollout importance-sampling correction)
         ℓ ← α·ℓ where A < 0                       (hysteresis)
         ℓ ← ℓ + beta·k(ref_logp, logp)            (KL, estimator k1/k2/k3)
         ℓ ← ℓ − entropy_coef·entropy
@@ -187,6 +189,10 @@ def policy_loss(
             (A-HPO, α from *these* advantages). None = the objective's default (0.6 for
             ``hpo``, ``"adaptive"`` for ``a_hpo``, off otherwise). With micro-batches, pass
             ``mhpo.adaptive_alpha`` of the whole rollout batch instead of ``"adaptive"``.
+        is_weights: (B, T) non-negative per-token weights correcting for the rollout engine
+            sampling from a slightly different distribution than π_old (TRL's vLLM
+            ``importance_sampling_ratio``, verl's ``rollout_is_weights``); they multiply the
+            policy term, not the KL term, and carry no gradient.
         entropy: per-token entropy of π_θ, (B, T), for the entropy bonus.
         entropy_coef: coefficient of the entropy bonus (ℓ ← ℓ − coef·H); needs ``entropy``.
         num_tokens, num_seqs, mean_length, max_length: global normalisers, see
@@ -232,6 +238,15 @@ def policy_loss(
 
     log_ratio, _ = clamp_log_ratio(raw_log_ratio)
     per_token, metrics = spec.loss(log_ratio, logp_safe, adv, float_mask, cfg)
+    if is_weights is not None:
+        _check_tensor("is_weights", is_weights, tuple(logp.shape))
+        is_weights = is_weights.detach().to(per_token.dtype)
+        if check_inputs:
+            _check_finite("is_weights", is_weights, counted)
+            if bool(((is_weights < 0) & counted).any()):
+                raise ValueError("is_weights must be >= 0 (importance-sampling correction weights).")
+        per_token = per_token * torch.where(counted, is_weights, torch.ones((), dtype=per_token.dtype))
+        metrics["is_weight/mean"] = masked_mean(torch.where(counted, is_weights, 0), float_mask)
     if alpha is not None:
         per_token = torch.where(adv < 0, alpha * per_token, per_token)
         metrics["hpo/alpha"] = alpha

@@ -58,7 +58,7 @@ def sapo_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: SAPOCo
     config=SAPOConfig,
     weight=sapo_weight,
     aggregation="seq_mean_token_mean",
-    paper="https://arxiv.org/search/?query=Soft+Adaptive+Policy+Optimization&searchtype=title",
+    paper="https://arxiv.org/abs/2511.20347",
     summary="Soft Adaptive Policy Optimization: sigmoid gate with separate temperatures for A>0 and A<0.",
 )
 def sapo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: SAPOConfig):

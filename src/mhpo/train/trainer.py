@@ -294,7 +294,9 @@ class Trainer:
             batch.ref_logp = self._reference_logprobs(batch)
         alpha = self.hysteresis
         if alpha == "adaptive":  # A-HPO: alpha from the whole rollout batch, not a micro-batch
-            alpha = mhpo.adaptive_alpha(batch.advantages, alpha_min=cfg.alpha_min if cfg.alpha_min is not None else 0.1)
+            alpha = mhpo.adaptive_alpha(
+                batch.advantages, alpha_min=cfg.alpha_min if cfg.alpha_min is not None else 0.1, mask=batch.mask
+            )
         hp = dict(cfg.hp)
         grad_norms, losses, parts = [], [], []
         rows_all = batch.sequences.shape[0]

@@ -1,0 +1,253 @@
+"""TRL plug-in: :class:`GRPOTrainer` with any registered mhpo objective.
+
+    from mhpo.integrations.trl import ObjectiveGRPOConfig, ObjectiveGRPOTrainer
+
+    args = ObjectiveGRPOConfig(output_dir="out", objective="mhpo", objective_hyperparameters={"c": 1.5})
+    trainer = ObjectiveGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset)
+
+Everything else is TRL's: generation, rewards, advantages, reference model, vLLM, accelerate.
+The loss is one call of :func:`mhpo.policy_loss` per micro-batch, with TRL's conventions:
+
+* old log-probs are TRL's ``old_per_token_logps`` when it computes them, else the detached
+  current ones (on-policy);
+* the loss mask is ``completion_mask`` times ``tool_mask``;
+* vLLM's importance-sampling correction (``importance_sampling_ratio``) multiplies the policy
+  term, as in TRL;
+* ``beta`` adds TRL's k3 KL to its reference model;
+* normalisation uses the global token and sequence counts of one optimizer step over all
+  processes (TRL's ``num_items_in_batch`` rescaled by ``gradient_accumulation_steps /
+  steps_per_generation``), and the loss is multiplied by the number of processes because
+  DDP averages gradients: the summed update is the full-batch gradient;
+* A-HPO's α is computed once per generation batch from the advantages of all processes.
+
+Our metrics are logged as ``objective/<key>`` next to TRL's own ``entropy`` and ``kl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+import mhpo
+
+from .common import cispo_offset_from_cap, merge_hyperparameters
+
+try:
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("mhpo.integrations.trl needs TRL: pip install 'mhpo[trl]'.") from error
+
+# TRL GRPOConfig defaults, to tell a value the user set from one they left alone.
+_TRL_DEFAULTS = {"epsilon": 0.2, "epsilon_high": None, "sapo_temperature_pos": 1.0, "sapo_temperature_neg": 1.05}
+
+
+@dataclasses.dataclass
+class ObjectiveGRPOConfig(GRPOConfig):
+    """TRL's GRPOConfig plus the choice of mhpo objective.
+
+    TRL's own ``epsilon``, ``epsilon_high`` and ``sapo_temperature_*`` are translated into the
+    objective's hyperparameters when you change them from TRL's defaults (CISPO's
+    ``epsilon_high`` is an absolute cap in TRL and becomes ``eps_high = cap − 1``).
+    ``loss_type`` and ``importance_sampling_level`` are not used: the objective decides.
+    """
+
+    objective: str = dataclasses.field(default="mhpo", metadata={"help": "mhpo objective (mhpo.list_objectives())."})
+    objective_hyperparameters: dict | str | None = dataclasses.field(
+        default_factory=dict,
+        metadata={"help": "Hyperparameters of the objective: a dict, or JSON on the command line ('{\"c\": 1.5}')."},
+    )
+    objective_aggregation: str | None = dataclasses.field(
+        default=None, metadata={"help": "Aggregation mode; None = the objective's default."}
+    )
+    objective_hysteresis: Any = dataclasses.field(
+        default=None, metadata={"help": "Weight of A<0 completions: float, 'adaptive' or None (objective default)."}
+    )
+    objective_alpha_min: float | None = dataclasses.field(
+        default=None, metadata={"help": "Lower bound of the adaptive hysteretic weight (A-HPO)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.objective_hyperparameters is None:
+            self.objective_hyperparameters = {}
+        if isinstance(self.objective_hyperparameters, str):
+            import json
+
+            try:
+                self.objective_hyperparameters = json.loads(self.objective_hyperparameters or "{}")
+            except json.JSONDecodeError as error:
+                raise ValueError(f"objective_hyperparameters must be a JSON object: {error}") from None
+            if not isinstance(self.objective_hyperparameters, dict):
+                raise ValueError("objective_hyperparameters must be a JSON object such as {\"c\": 1.5}.")
+        if getattr(self, "use_liger_kernel", False):
+            raise ValueError(
+                "use_liger_kernel=True makes TRL compute the loss in Liger's fused kernel and would silently bypass "
+                f"the '{self.objective}' objective; set use_liger_kernel=False."
+            )
+        if getattr(self, "importance_sampling_level", "token") != "token":
+            raise ValueError(
+                "importance_sampling_level='sequence' is TRL's switch for GSPO; with mhpo choose objective='gspo' "
+                "(or 'gspo_token') and leave importance_sampling_level='token'."
+            )
+        for name, default in (("top_entropy_quantile", 1.0), ("off_policy_mask_threshold", None), ("delta", None)):
+            if getattr(self, name, default) != default:
+                raise ValueError(f"{name} is a TRL loss option the mhpo objectives do not implement; leave it at {default}.")
+        if getattr(self, "entropy_coef", 0.0) or getattr(self, "use_adaptive_entropy", False):
+            raise ValueError("TRL's entropy bonus is not supported with mhpo objectives yet; set entropy_coef=0.")
+        self.objective_hyperparameters = merge_hyperparameters(
+            self.objective, dict(self.objective_hyperparameters), self._translated(), "TRL's GRPOConfig fields"
+        )
+        if self.objective_aggregation is not None and self.objective_aggregation not in mhpo.AGGREGATIONS:
+            raise ValueError(f"objective_aggregation must be one of {mhpo.AGGREGATIONS}; got '{self.objective_aggregation}'.")
+
+    def _translated(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.epsilon != _TRL_DEFAULTS["epsilon"]:
+            out["eps_low"] = self.epsilon
+        if self.epsilon_high is not None:
+            out["eps_high"] = cispo_offset_from_cap(self.epsilon_high) if self.objective == "cispo" else self.epsilon_high
+        if self.sapo_temperature_pos != _TRL_DEFAULTS["sapo_temperature_pos"]:
+            out["tau_pos"] = self.sapo_temperature_pos
+        if self.sapo_temperature_neg != _TRL_DEFAULTS["sapo_temperature_neg"]:
+            out["tau_neg"] = self.sapo_temperature_neg
+        return out
+
+
+def trl_policy_loss(
+    objective: str,
+    logp: torch.Tensor,
+    inputs: dict[str, Any],
+    *,
+    hyperparameters: dict[str, Any],
+    aggregation: str | None,
+    hysteresis: Any,
+    alpha_min: float | None,
+    beta: float,
+    max_completion_length: int,
+    training: bool,
+    num_processes: int,
+    gradient_accumulation_steps: int,
+    steps_per_generation: int,
+    is_correction: bool,
+    entropies: torch.Tensor | None = None,
+) -> mhpo.LossOutput:
+    """TRL's batch dictionary and settings -> one :func:`mhpo.policy_loss` call.
+
+    ``inputs`` holds TRL's keys (``completion_mask``, optional ``tool_mask``, ``advantages``,
+    optional ``old_per_token_logps``, ``ref_per_token_logps``, ``importance_sampling_ratio``,
+    ``num_items_in_batch``) plus ``mhpo_num_seqs`` and, for A-HPO, ``mhpo_alpha``.
+    The returned loss is what TRL back-propagates (already scaled for DDP averaging).
+    """
+    mask = inputs["completion_mask"]
+    if inputs.get("tool_mask") is not None:
+        mask = mask * inputs["tool_mask"]
+    old = inputs.get("old_per_token_logps")
+    old = logp.detach() if old is None else old
+    is_weights = inputs["importance_sampling_ratio"].expand_as(logp) if is_correction else None
+    norms: dict[str, Any] = {"max_length": max_completion_length}
+    scale = 1.0
+    if training:
+        # num_items_in_batch counts the loss tokens of the whole generation batch on all
+        # processes; one optimizer step sees gradient_accumulation_steps / steps_per_generation of it.
+        window = gradient_accumulation_steps / steps_per_generation
+        tokens = max(float(inputs["num_items_in_batch"]) * window, 1.0)
+        seqs = max(float(inputs["mhpo_num_seqs"]) * window, 1.0)
+        norms.update(num_tokens=tokens, num_seqs=seqs, mean_length=tokens / seqs)
+        scale = float(num_processes)  # DDP averages gradients over processes
+    hysteresis = inputs.get("mhpo_alpha", hysteresis)
+    out = mhpo.policy_loss(
+        objective, logp, old, inputs["advantages"], mask,
+        aggregation=aggregation,
+        ref_logp=inputs.get("ref_per_token_logps") if beta != 0.0 else None,
+        beta=beta, kl_estimator="k3",
+        hysteresis=hysteresis,
+        alpha_min=alpha_min if isinstance(hysteresis, str) and hysteresis == "adaptive" else None,
+        is_weights=is_weights,
+        entropy=entropies.detach() if entropies is not None else None,
+        **norms, **hyperparameters,
+    )  # fmt: skip
+    out.loss = out.loss * scale
+    return out
+
+
+class ObjectiveGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer whose loss is ``mhpo.policy_loss(args.objective, ...)``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, ObjectiveGRPOConfig):
+            raise ValueError("ObjectiveGRPOTrainer needs args=ObjectiveGRPOConfig(...) to know the objective.")
+        self._spec = mhpo.get_objective(self.args.objective)
+        hysteresis = self.args.objective_hysteresis
+        self._hysteresis = self._spec.hysteresis if hysteresis is None else hysteresis
+
+    # -- per generation batch: global counts and A-HPO's alpha --------------------------------
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mask = output["completion_mask"]
+        if output.get("tool_mask") is not None:
+            mask = mask * output["tool_mask"]
+        counted = (mask.sum(-1) > 0).sum()
+        output["mhpo_num_seqs"] = self.accelerator.gather(counted.reshape(1)).sum()
+        if self._hysteresis == "adaptive":
+            advantages = self.accelerator.gather(output["advantages"].reshape(output["advantages"].shape[0], -1)[:, 0])
+            counted_rows = self.accelerator.gather((mask.sum(-1) > 0).long())
+            alpha_min = self.args.objective_alpha_min if self.args.objective_alpha_min is not None else 0.1
+            output["mhpo_alpha"] = mhpo.adaptive_alpha(advantages.float(), alpha_min=alpha_min, mask=counted_rows[:, None])
+        return output
+
+    # -- the loss ---------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs):
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        multimodal = {
+            key: inputs.get(key)
+            for key in ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
+                        "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
+        }  # fmt: skip
+        logp, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled, **multimodal,
+        )  # fmt: skip
+        training = self.model.training
+        out = trl_policy_loss(
+            self.args.objective, logp, inputs,
+            hyperparameters=self.args.objective_hyperparameters,
+            aggregation=self.args.objective_aggregation,
+            hysteresis=self._hysteresis,
+            alpha_min=self.args.objective_alpha_min,
+            beta=self.beta,
+            max_completion_length=self.max_completion_length,
+            training=training,
+            num_processes=self.accelerator.num_processes,
+            gradient_accumulation_steps=self.current_gradient_accumulation_steps,
+            steps_per_generation=self.args.steps_per_generation,
+            is_correction=self.use_vllm and self.vllm_importance_sampling_correction,
+            entropies=entropies,
+        )  # fmt: skip
+        loss = out.loss
+        if self.aux_loss_enabled:
+            normalizer = self.current_gradient_accumulation_steps if training else 1.0
+            loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
+        self._log_metrics("train" if training else "eval", out.metrics)
+        return loss
+
+    def _log_metrics(self, mode: str, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            gathered = self.accelerator.gather(value.detach().float().reshape(1))
+            if key.endswith("/max"):
+                number = gathered.nan_to_num(nan=-float("inf")).max().item()
+            elif key.endswith("/min"):
+                number = gathered.nan_to_num(nan=float("inf")).min().item()
+            else:
+                number = gathered.nanmean().item()
+            self._metrics[mode][f"objective/{key}"].append(number)
+        # TRL's own dashboard keys keep working.
+        if "entropy/mean" in metrics:
+            self._metrics[mode]["entropy"].append(self._metrics[mode]["objective/entropy/mean"][-1])
+        if "kl/k3" in metrics and self.beta != 0.0:
+            self._metrics[mode]["kl"].append(self._metrics[mode]["objective/kl/k3"][-1])

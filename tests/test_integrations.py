@@ -1,0 +1,223 @@
+"""TRL and verl adapters: the same tensors give the same loss and gradient through TRL, verl
+and mhpo.policy_loss; real GRPOTrainer runs; verl's own registry resolves our objectives."""
+
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mhpo
+from batches import make_batch
+
+trl = pytest.importorskip("trl", reason="the TRL integration needs mhpo[trl]")
+verl = pytest.importorskip("verl", reason="the verl integration needs mhpo[verl]")
+
+from omegaconf import OmegaConf  # noqa: E402  (verl's dependency)
+
+from mhpo.integrations.common import VERL_AGGREGATIONS  # noqa: E402
+from mhpo.integrations.trl import ObjectiveGRPOConfig, trl_policy_loss  # noqa: E402
+from mhpo.integrations.verl import ObjectivePolicyLossConfig, registered_names  # noqa: E402
+
+ALL = mhpo.list_objectives()
+OURS_TO_VERL = {ours: verl_name for verl_name, ours in VERL_AGGREGATIONS.items()}
+OURS_TO_VERL["mean_length"] = "token-mean"  # equal when L̄ is the mini-batch's own mean length
+
+
+def verl_config(name, batch, **overrides):
+    lengths = batch.mask.sum(-1)
+    config = {
+        "clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 3.0,
+        "tau_pos": 1.0, "tau_neg": 1.05, "loss_scale_factor": None,
+        "policy_loss": {"loss_mode": name, "objective_hyperparameters": {}},
+        "global_batch_info": {"dp_size": 1, "batch_num_tokens": float(lengths.sum()),
+                              "global_batch_size": float((lengths > 0).sum()), "loss_scale_factor": batch.mask.shape[1]},
+    }  # fmt: skip
+    config.update(overrides)
+    return OmegaConf.create(config)
+
+
+def verl_mode(name):
+    return name if name in registered_names() else "mhpo_" + name
+
+
+def trl_inputs(batch, **extra):
+    lengths = batch.mask.sum(-1)
+    inputs = {
+        "completion_mask": batch.mask,
+        "advantages": batch.advantages,
+        "old_per_token_logps": batch.old_logp,
+        "num_items_in_batch": lengths.sum(),
+        "mhpo_num_seqs": (lengths > 0).sum(),
+    }
+    inputs.update(extra)
+    return inputs
+
+
+def trl_call(name, batch, logp, inputs, hyperparameters=None):
+    spec = mhpo.get_objective(name)
+    if spec.hysteresis == "adaptive":
+        inputs = {**inputs, "mhpo_alpha": mhpo.adaptive_alpha(batch.advantages, mask=batch.mask)}
+    return trl_policy_loss(
+        name, logp, inputs, hyperparameters=hyperparameters or {}, aggregation=None, hysteresis=spec.hysteresis,
+        alpha_min=None, beta=0.0, max_completion_length=batch.mask.shape[1], training=True, num_processes=1,
+        gradient_accumulation_steps=1, steps_per_generation=1, is_correction="importance_sampling_ratio" in inputs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("with_is_weights", [False, True])
+def test_same_loss_and_gradient_through_trl_verl_and_mhpo(name, with_is_weights):
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    b = make_batch(seed=71, spread=0.8)
+    spec = mhpo.get_objective(name)
+    is_weights = (0.5 + torch.rand(b.mask.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    kwargs = {"is_weights": is_weights} if with_is_weights else {}
+    reference = mhpo.policy_loss(name, *b.inputs(), max_length=b.mask.shape[1], **kwargs)
+    (ref_grad,) = torch.autograd.grad(reference.loss, b.logp)
+
+    extra = {"importance_sampling_ratio": is_weights} if with_is_weights else {}
+    via_trl = trl_call(name, b, b.logp, trl_inputs(b, **extra))
+    (trl_grad,) = torch.autograd.grad(via_trl.loss, b.logp)
+
+    fn = get_policy_loss_fn(verl_mode(name))
+    verl_loss, verl_metrics = fn(
+        b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,
+        loss_agg_mode=OURS_TO_VERL[spec.aggregation], config=verl_config(verl_mode(name), b),
+        rollout_is_weights=is_weights if with_is_weights else None,
+    )  # fmt: skip
+    (verl_grad,) = torch.autograd.grad(verl_loss, b.logp)
+
+    for loss, grad in ((via_trl.loss, trl_grad), (verl_loss, verl_grad)):
+        torch.testing.assert_close(loss, reference.loss, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-11, atol=1e-14)
+    assert ref_grad.abs().max() > 1e-3
+    assert math.isfinite(verl_metrics["actor/ppo_kl"])
+    assert any(k.startswith("actor/objective/") for k in verl_metrics)
+
+
+def test_framework_hyperparameter_conventions_agree():
+    """CISPO's cap: TRL epsilon_high=5.0 (absolute) == verl clip_ratio_high=4.0 (offset) == ours eps_high=4.0."""
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    b = make_batch(seed=72, spread=2.5)
+    ours = mhpo.policy_loss("cispo", *b.inputs(), eps_high=3.0, max_length=7)
+    args = ObjectiveGRPOConfig(output_dir="/tmp/unused", objective="cispo", epsilon_high=4.0, use_cpu=True, report_to="none")
+    assert args.objective_hyperparameters == {"eps_high": 3.0}
+    via_trl = trl_call("cispo", b, b.logp, trl_inputs(b), args.objective_hyperparameters)
+    fn = get_policy_loss_fn(verl_mode("cispo"))
+    via_verl, _ = fn(b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask, loss_agg_mode="token-mean",
+                     config=verl_config(verl_mode("cispo"), b, clip_ratio_high=3.0))  # fmt: skip
+    torch.testing.assert_close(via_trl.loss, ours.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(via_verl, ours.loss, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="set it in one place"):
+        ObjectiveGRPOConfig(output_dir="/tmp/unused", objective="dapo", epsilon_high=0.3,
+                            objective_hyperparameters={"eps_high": 0.28}, use_cpu=True, report_to="none")  # fmt: skip
+
+
+def test_trl_config_rejects_what_would_bypass_or_ignore_the_objective():
+    common = dict(output_dir="/tmp/unused", use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="use_liger_kernel=True"):
+        ObjectiveGRPOConfig(objective="mhpo", use_liger_kernel=True, **common)
+    with pytest.raises(ValueError, match="objective='gspo'"):
+        ObjectiveGRPOConfig(objective="grpo", importance_sampling_level="sequence", **common)
+    with pytest.raises(ValueError, match="Unknown objective 'mhp'"):
+        ObjectiveGRPOConfig(objective="mhp", **common)
+    with pytest.raises(ValueError, match="no hyperparameter 'cc'"):
+        ObjectiveGRPOConfig(objective="mhpo", objective_hyperparameters={"cc": 1}, **common)
+
+
+def test_trl_adapter_scales_for_accumulation_and_processes():
+    """Two processes x two accumulation steps: each micro-batch's loss uses the counts of the
+    whole optimizer step, times the process count (DDP averages)."""
+    b = make_batch(seed=73)
+    lengths = b.mask.sum(-1)
+    inputs = trl_inputs(b, num_items_in_batch=lengths.sum() * 4, mhpo_num_seqs=(lengths > 0).sum() * 4)
+    out = trl_policy_loss(
+        "dapo", b.logp, inputs, hyperparameters={}, aggregation=None, hysteresis=None, alpha_min=None, beta=0.0,
+        max_completion_length=7, training=True, num_processes=2, gradient_accumulation_steps=2,
+        steps_per_generation=2, is_correction=False,
+    )  # fmt: skip
+    # token_mean over a step of 2 processes x 2 micro-batches with equal counts: Σ/(4N), times 2 processes
+    plain = mhpo.policy_loss("dapo", *b.inputs(), aggregation="token_sum").loss / (4 * lengths.sum()) * 2
+    torch.testing.assert_close(out.loss, plain, rtol=1e-13, atol=0)
+
+
+def test_verl_resolves_objectives_through_its_own_registry_in_a_fresh_process():
+    code = (
+        "from verl.trainer.ppo.core_algos import get_policy_loss_fn\n"
+        "import mhpo\n"
+        "names = [n if n not in ('gspo', 'sapo', 'cispo') else 'mhpo_' + n for n in mhpo.list_objectives()]\n"
+        "fns = [get_policy_loss_fn(n) for n in names]\n"
+        "assert all(f.__module__ == 'mhpo.integrations.verl' for f in fns), fns\n"
+        "print(len(fns))\n"
+    )
+    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="mhpo.integrations.verl")
+    result = subprocess.run([sys.executable, "-c", "import verl\n" + code], env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(len(ALL))
+    without = subprocess.run([sys.executable, "-c", "import verl\nfrom verl.trainer.ppo.core_algos import "
+                              "get_policy_loss_fn\nget_policy_loss_fn('mhpo')"],
+                             env={k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert without.returncode != 0 and "Unsupported loss mode: mhpo" in without.stderr
+
+
+def test_verl_policy_loss_config_subclass_carries_hyperparameters():
+    cfg = ObjectivePolicyLossConfig(loss_mode="mhpo", objective_hyperparameters={"c": 2.0})
+    assert cfg.get("objective_hyperparameters") == {"c": 2.0} and cfg.loss_mode == "mhpo"
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_verl_recipe_composes_with_verls_own_config():
+    """The launch script's overrides compose onto verl's ppo_trainer config, the actor config
+    instantiates (with our PolicyLossConfig), and the objective resolves by name."""
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.utils.config import omega_conf_to_dataclass
+
+    overrides = subprocess.run(["bash", str(ROOT / "examples" / "verl_mhpo_qwen7b.sh"), "--print-overrides"],
+                               capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert "actor_rollout_ref.actor.policy_loss.loss_mode=mhpo" in overrides
+    config_dir = str(pathlib.Path(verl.__file__).parent / "trainer" / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    assert isinstance(actor.policy_loss, ObjectivePolicyLossConfig)
+    assert actor.policy_loss.objective_hyperparameters == {"c": 1.5, "k_pos": 1.5, "lam_pos": 1.0, "k_neg": 2.0, "lam_neg": 0.8}
+    assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "mhpo.integrations.verl"
+    fn = get_policy_loss_fn(actor.policy_loss.loss_mode)
+    b = make_batch(seed=74)
+    loss, _ = fn(b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,
+                 loss_agg_mode=actor.loss_agg_mode, config=actor)  # fmt: skip
+    expected = mhpo.policy_loss("mhpo", *b.inputs(), aggregation="seq_mean_token_mean")
+    torch.testing.assert_close(loss, expected.loss, rtol=1e-12, atol=0)
+
+
+def test_trl_recipe_builds_a_valid_config(monkeypatch):
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("trl_mhpo", ROOT / "examples" / "trl_mhpo.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "trl_mhpo", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    script, config = module.build_config(["--output_dir", "/tmp/unused", "--use_cpu", "true", "--bf16", "false",
+                                          "--objective_hyperparameters", '{"c": 2.0}'])  # fmt: skip
+    assert isinstance(config, ObjectiveGRPOConfig)
+    assert config.objective == "mhpo" and config.objective_hyperparameters == {"c": 2.0}
+    assert config.num_generations == 8 and config.num_iterations == 2
+    for name in ("accelerate_ddp.yaml", "accelerate_zero2.yaml"):
+        values = yaml.safe_load((ROOT / "examples" / name).read_text())
+        assert values["num_processes"] == 8 and values["mixed_precision"] == "bf16"
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    assert ClusterConfig.from_yaml_file(str(ROOT / "examples" / "accelerate_ddp.yaml")).num_processes == 8

@@ -1,7 +1,6 @@
 """Tasks: the bounded parser, Countdown generation/solver/verifier, arithmetic, user data."""
 
 import json
-import sys
 import time
 
 import pytest

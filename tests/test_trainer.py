@@ -2,7 +2,6 @@
 crash safety and configuration errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -121,6 +120,13 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     (ckpt / "step-000004.pt").write_bytes(b"truncated")  # and a damaged file falls back
     resumed = Trainer(tiny_config(tmp_path, steps=3, checkpoint_every=1, resume=True), log=lambda *a: None)
     assert resumed.step == 2
+
+
+def test_a_fresh_start_never_overwrites_an_earlier_runs_checkpoints(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1, checkpoint_every=1), log=lambda *a: None).train()
+    with pytest.raises(ValueError, match="pass --resume"):
+        Trainer(tiny_config(tmp_path, steps=2), log=lambda *a: None)
+    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 2
 
 
 def test_metrics_log_tolerates_a_torn_last_line(tmp_path):

@@ -9,7 +9,7 @@ import pathlib
 import random
 from collections.abc import Callable
 
-from .base import Problem, extract_answer, split_seed
+from .base import Problem, split_seed
 
 
 @dataclasses.dataclass(frozen=True)

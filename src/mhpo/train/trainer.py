@@ -26,7 +26,7 @@ import torch
 import mhpo
 
 from ..tasks import Arithmetic, ArithmeticConfig, Countdown, CountdownConfig, UserData, UserDataConfig
-from .checkpoint import load_latest, save_checkpoint
+from .checkpoint import list_checkpoints, load_latest, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate
 from .models import ModelConfig, Policy, load_policy
@@ -152,6 +152,11 @@ class Trainer:
         if cfg.resume:
             self._restore()
         else:
+            if list_checkpoints(self.out / "checkpoints"):
+                raise ValueError(
+                    f"{self.out} holds checkpoints of an earlier run; pass --resume to continue it, "
+                    "or choose another --output-dir (nothing was overwritten)."
+                )
             if (self.out / "metrics.jsonl").exists():
                 (self.out / "metrics.jsonl").unlink()
             atomic_write_text(self.out / "config.yaml", _yaml(cfg.to_dict()))

@@ -15,21 +15,8 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def save_local_hf_model(directory) -> str:
-    """A tiny Llama and a character-level fast tokenizer saved as a Hugging Face model
-    directory, built locally (no hub)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>"]
-    chars = [chr(c) for c in range(32, 127)]
-    vocab = {tok: i for i, tok in enumerate(specials + chars)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
-    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+def save_local_hf_model(directory) -> str:
+    from mhpo.train.models import save_tiny_hf_model
+
+    return save_tiny_hf_model(directory)

@@ -169,3 +169,35 @@ def load_policy(config: ModelConfig, seed: int = 0) -> Policy:
     if config.name != SMOLLM2 and not pathlib.Path(config.name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ValueError(f"model '{config.name}' is not a local directory and the hub is offline.")
     return _pretrained(config)
+
+
+def save_tiny_hf_model(
+    directory: str | pathlib.Path,
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 1,
+    num_heads: int = 2,
+    intermediate_size: int = 64,
+    seed: int = 0,
+) -> str:
+    """Save a small Llama and a character-level fast tokenizer as a Hugging Face model
+    directory, built locally (no hub): for TRL/verl tests and side-by-side benchmarks."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+    )  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -17,3 +17,4 @@ bench: env
 	.venv/bin/python benchmarks/objectives.py
 	.venv/bin/python benchmarks/logprobs.py
 	.venv/bin/python benchmarks/trainer_speed.py
+	.venv/bin/python benchmarks/trainer_vs_trl.py

@@ -41,6 +41,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 # TRL GRPOConfig defaults, to tell a value the user set from one they left alone.
 _TRL_DEFAULTS = {"epsilon": 0.2, "epsilon_high": None, "sapo_temperature_pos": 1.0, "sapo_temperature_neg": 1.05}
+# Objectives whose TRL epsilon_high is an absolute weight cap rather than an offset from 1.
+_ABSOLUTE_CAP_IN_TRL = frozenset({"cispo"})
 
 
 @dataclasses.dataclass
@@ -107,7 +109,8 @@ class ObjectiveGRPOConfig(GRPOConfig):
         if self.epsilon != _TRL_DEFAULTS["epsilon"]:
             out["eps_low"] = self.epsilon
         if self.epsilon_high is not None:
-            out["eps_high"] = cispo_offset_from_cap(self.epsilon_high) if self.objective == "cispo" else self.epsilon_high
+            absolute = self.objective in _ABSOLUTE_CAP_IN_TRL
+            out["eps_high"] = cispo_offset_from_cap(self.epsilon_high) if absolute else self.epsilon_high
         if self.sapo_temperature_pos != _TRL_DEFAULTS["sapo_temperature_pos"]:
             out["tau_pos"] = self.sapo_temperature_pos
         if self.sapo_temperature_neg != _TRL_DEFAULTS["sapo_temperature_neg"]:

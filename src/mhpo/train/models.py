@@ -71,10 +71,6 @@ class Policy(torch.nn.Module):
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    @property
-    def base(self) -> torch.nn.Module:
-        return getattr(self.model, self.model.base_model_prefix)
-
     def completion_logprobs(
         self,
         sequences: Tensor,
@@ -83,6 +79,7 @@ class Policy(torch.nn.Module):
         *,
         with_entropy: bool = False,
         differentiable_entropy: bool = False,
+        model: torch.nn.Module | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Log-probs (and entropies) of the completion tokens.
 
@@ -90,21 +87,23 @@ class Policy(torch.nn.Module):
             sequences: (B, P + C) left-padded prompts followed by right-padded completions.
             attention_mask: (B, P + C), 1 for real tokens.
             prompt_width: P, the padded prompt width; completions start at column P.
+            model: another model of the same architecture (a frozen reference); default: this policy's.
 
         Returns:
             (B, C) float32 log-probs and, if asked, entropies. The chunked path's entropy
             carries no gradient; ``differentiable_entropy=True`` (for an entropy bonus) takes
             the full-logits path instead, at its memory cost.
         """
+        model = self.model if model is None else model
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         with self.autocast():
-            hidden = self.base(
+            hidden = getattr(model, model.base_model_prefix)(
                 input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids
             ).last_hidden_state
         # The hidden state at column j predicts the token at column j + 1.
         hidden = hidden[:, prompt_width - 1 : -1]  # (B, C, H)
         targets = sequences[:, prompt_width:]  # (B, C)
-        weight = self.model.get_output_embeddings().weight
+        weight = model.get_output_embeddings().weight
         if differentiable_entropy:
             log_probs = torch.log_softmax((hidden.to(weight.dtype) @ weight.T).float(), -1)  # (B, C, V)
             entropy = -(log_probs.exp() * log_probs).sum(-1)

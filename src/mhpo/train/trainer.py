@@ -282,10 +282,12 @@ class Trainer:
         return Batch(sequences, attention, width, mask, rewards, advantages)
 
     @torch.no_grad()
-    def _logprobs(self, batch: Batch) -> Tensor:
+    def _logprobs(self, batch: Batch, model: torch.nn.Module | None = None) -> Tensor:
         parts = []
         for rows in torch.arange(batch.sequences.shape[0]).split(self.cfg.micro_batch_size):
-            logp, _ = self.policy.completion_logprobs(batch.sequences[rows], batch.attention[rows], batch.width)
+            logp, _ = self.policy.completion_logprobs(
+                batch.sequences[rows], batch.attention[rows], batch.width, model=model
+            )
             parts.append(logp)
         return torch.cat(parts)
 
@@ -296,7 +298,7 @@ class Trainer:
         if not on_policy:
             batch.old_logp = self._logprobs(batch)
         if self.reference is not None:
-            batch.ref_logp = self._reference_logprobs(batch)
+            batch.ref_logp = self._logprobs(batch, model=self.reference)
         alpha = self.hysteresis
         if alpha == "adaptive":  # A-HPO: alpha from the whole rollout batch, not a micro-batch
             alpha = mhpo.adaptive_alpha(
@@ -349,15 +351,6 @@ class Trainer:
             "time/update": elapsed,
             "tokens/update_per_s": tokens / elapsed if elapsed > 0 else 0.0,
         })  # fmt: skip
-
-    @torch.no_grad()
-    def _reference_logprobs(self, batch: Batch) -> Tensor:
-        live = self.policy.model
-        self.policy.model = self.reference
-        try:
-            return self._logprobs(batch)
-        finally:
-            self.policy.model = live
 
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg

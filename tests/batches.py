@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 import torch
 
@@ -48,3 +49,10 @@ def make_batch(
     ref = old + (torch.rand(batch, length, generator=gen, dtype=dtype) - 0.5) * 0.4
     logp = (old + log_ratio).requires_grad_(True)
     return Batch(logp, old, advantages, mask, ref)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for test process groups."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -4,19 +4,13 @@ single-process full-batch gradient, for every objective."""
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import mhpo
+from batches import free_port
 
 WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_rank_gloo_gradients_equal_single_process(tmp_path):

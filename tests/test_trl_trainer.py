@@ -3,7 +3,6 @@ accelerate run whose gradient equals the single-process one."""
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 import mhpo
+from batches import free_port
 from trainer_helpers import save_local_hf_model
 
 pytest.importorskip("trl", reason="the TRL integration needs mhpo[trl]")
@@ -57,12 +57,6 @@ def test_grpo_trainer_runs_each_objective(objective, local_model, tmp_path):
         assert "objective/mhpo/survival" in keys
     if objective == "a_hpo":
         assert "objective/hpo/alpha" in keys
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("objective", ["mhpo", "dapo", "a_hpo"])

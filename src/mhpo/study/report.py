@@ -134,7 +134,8 @@ def build_report(
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
     labels = _order(list(by_label), order)
-    summaries = {label: [summarise(r, threshold) for r in sorted(by_label[label], key=lambda r: r.seed)] for label in labels}
+    by_seed = {label: {r.seed: summarise(r, threshold) for r in by_label[label]} for label in labels}
+    summaries = {label: [by_seed[label][seed] for seed in sorted(by_seed[label])] for label in labels}
 
     lines = [f"# {title}", ""]
     if notes:
@@ -166,11 +167,11 @@ def build_report(
     if baseline and len(labels) > 1:
         lines += ["", f"Paired differences against `{baseline}` (same seed: same warm start and prompts):", "",
                   "| objective | Δ held-out acc. | Δ reward per update | Δ final reward |", "|---|---|---|---|"]  # fmt: skip
-        base = {r.seed: summarise(r, threshold) for r in by_label[baseline]}
+        base = by_seed[baseline]
         for label in labels:
             if label == baseline:
                 continue
-            pairs = [(summarise(r, threshold), base[r.seed]) for r in by_label[label] if r.seed in base]
+            pairs = [(row, base[seed]) for seed, row in by_seed[label].items() if seed in base]
             cells = [_fmt([a[k] - b[k] for a, b in pairs], 3) for k in ("accuracy_final", "reward_per_update", "final_reward")]
             lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
 

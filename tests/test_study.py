@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mhpo.study.compare import compare, parse_variant
-from mhpo.study.report import build_report
+from mhpo.study.report import build_report, export_csv, find_runs, load_csv
 from mhpo.study.stats import first_reaching, mean_ci, spikes
 from mhpo.train.trainer import Trainer
 from trainer_helpers import TINY, tiny_config
@@ -50,6 +50,12 @@ def test_compare_then_report(tmp_path):
     rebuilt = build_report([tmp_path / "cmp" / "runs"], tmp_path / "again", order=["grpo", "mhpo@use_dhp=False"])
     table = lambda t: [l for l in t.splitlines() if l.startswith("| `")][:2]  # noqa: E731
     assert table(rebuilt.read_text()) == table(text)
+    # The compact CSV holds what the report reads: the report rebuilt from it has the same table.
+    csv_path = export_csv(find_runs([tmp_path / "cmp" / "runs"]), tmp_path / "runs.csv")
+    from_csv = build_report([csv_path], tmp_path / "csv", order=["grpo", "mhpo@use_dhp=False"])
+    assert table(from_csv.read_text()) == table(text)
+    header, first = csv_path.read_text().splitlines()[:2]
+    assert header.startswith("run,seed,step,reward/mean") and first.startswith("grpo,0,0,")
 
 
 def test_report_and_eval_commands(tmp_path):
@@ -63,9 +69,10 @@ def test_report_and_eval_commands(tmp_path):
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
     assert result["problems"] == 3 and 0 <= result["eval/accuracy"] <= 1 and "step 2" in result["source"]
-    missing = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(tmp_path / "nothing")],
-                             capture_output=True, text=True)  # fmt: skip
-    assert missing.returncode != 0 and "no runs" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    for path, message in ((tmp_path / "empty", "no runs"), (tmp_path / "nothing", "does not exist")):
+        bad = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(path)], capture_output=True, text=True)
+        assert bad.returncode != 0 and message in bad.stderr
 
 
 def test_train_command_reads_yaml_and_flags(tmp_path):
@@ -93,3 +100,44 @@ def test_variants_and_statistics():
     # running means: 0, .25, .33, .375, .4, .5 -> the window first reaches 0.45 at step 6
     assert first_reaching([1, 2, 3, 4, 5, 6], [0, 0.5, 0.5, 0.5, 0.5, 0.5], 0.45) == 6
     assert first_reaching([1, 2], [0.0, 0.1], 0.5) is None
+
+
+def test_csv_round_trip_and_errors(tmp_path):
+    from mhpo.study.report import Run
+
+    records = [{"step": 0, "eval/accuracy": 0.25}, {"step": 1, "reward/mean": 0.125, "ratio/max": 1.5},
+               {"step": 2, "reward/mean": 0.375, "ratio/max": 2.0}, {"step": 2, "eval/accuracy": 0.5}]  # fmt: skip
+    run = Run("mhpo@c=2", 3, tmp_path, {}, records)
+    path = export_csv([run], tmp_path / "r.csv")
+    (back,) = load_csv(path)
+    assert (back.label, back.seed) == ("mhpo@c=2", 3)
+    assert back.series("reward/mean") == ([1, 2], [0.125, 0.375])
+    assert back.eval_series("eval/accuracy") == ([0, 2], [0.25, 0.5])  # step 2's two records merged
+    out = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| `mhpo@c=2` | 1 | 0.500 |" in (tmp_path / "report.md").read_text()
+    (tmp_path / "bad.csv").write_text("objective,step\ngrpo,1\n")
+    with pytest.raises(ValueError, match="no column.*run"):
+        load_csv(tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("run,seed,step,reward/mean\ngrpo,0,1,abc\n")
+    with pytest.raises(ValueError, match="bad2.csv:2"):
+        load_csv(tmp_path / "bad2.csv")
+    with pytest.raises(ValueError, match="does not exist"):
+        find_runs([tmp_path / "missing"])
+
+
+def test_stability_study_cells():
+    import importlib.util
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "studies" / "stability.py"
+    spec = importlib.util.spec_from_file_location("stability_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    assert len(study.OBJECTIVES) == 11 and {"mhpo@use_dhp=false", "mhpo@use_lfm=false"} <= set(study.OBJECTIVES)
+    for variant in study.OBJECTIVES:
+        parse_variant(variant)
+    standard, stress = study.cell_config("countdown4", "standard", {}), study.cell_config("countdown4", "stress", {})
+    standard.validate(), stress.validate()
+    assert standard.num_numbers == 4 and stress.mu == 2 * standard.mu and stress.lr == 4 * standard.lr
+    bad = subprocess.run([sys.executable, str(script), "--cells", "countdown5-standard"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown cell(s) countdown5-standard" in bad.stderr

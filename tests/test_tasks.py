@@ -92,6 +92,20 @@ def test_arithmetic_task():
     assert task.score("14", p) == 1.0 and task.score("<answer>14</answer>", p) == 1.0 and task.score("1" * 50, p) == 0.0
 
 
+def test_arithmetic_number_format_scores_the_last_integer():
+    task = Arithmetic(ArithmeticConfig(num_operands=2, max_operand=20, operators="+-", answer_format="number"))
+    (problem,) = task.problems("eval", 1, seed=0)
+    expression = problem.prompt[:-1]
+    assert problem.instruction == f"What is {expression}? Reply with only the number."
+    right, wrong = problem.answer, str(int(problem.answer) + 1)
+    assert task.score(f"{expression} = {right}\n", problem) == 1.0
+    assert task.score(f"The answer is {right}, since {expression} = {wrong}", problem) == 0.0  # the last one counts
+    assert task.score(f"<answer>{right}</answer> or maybe {wrong}", problem) == 1.0  # a tag wins
+    assert task.score("no digits", problem) == 0.0 and task.score("9" * 5000, problem) == 0.0
+    with pytest.raises(ValueError, match="answer_format must be one of tag, number"):
+        ArithmeticConfig(answer_format="last")
+
+
 def test_extract_answer():
     assert extract_answer("think... <answer> 3+4 </answer> more") == "3+4"
     assert extract_answer("3+4\nnoise") == "3+4"

@@ -168,6 +168,17 @@ def test_unknown_yaml_option_is_named(tmp_path):
         TrainConfig.from_yaml(path)
 
 
+def test_warm_start_only_for_the_tiny_model_unless_asked():
+    from mhpo.train.config import config_from_args
+    from mhpo.cli import build_parser
+
+    assert TrainConfig().warmstart_steps_value() == 120
+    assert TrainConfig(model="smollm2-135m").warmstart_steps_value() == 0
+    assert TrainConfig(model="/models/qwen", warmstart_steps=30).warmstart_steps_value() == 30
+    args = build_parser().parse_args(["train", "--model", "smollm2-135m", "--warmstart-steps", "7"])
+    assert config_from_args(args, None).warmstart_steps_value() == 7
+
+
 def test_overlong_penalty_matches_dapo():
     # L_max = 16, L_c = 4: free up to 12, linear to −1 at 16... −1 beyond
     assert [overlong_penalty(n, 16, 4) for n in (10, 12, 13, 16, 17)] == [0.0, 0.0, -0.25, -1.0, -1.0]

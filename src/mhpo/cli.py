@@ -62,14 +62,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .study.report import build_report
+    import pathlib
 
-    out = args.out or (args.runs[0] if len(args.runs) == 1 else "report")
+    from .study.report import build_report, export_csv, find_runs
+
+    single = pathlib.Path(args.runs[0]) if len(args.runs) == 1 else None
+    default_out = (single.parent if single.suffix == ".csv" else single) if single else "report"
+    out = args.out or default_out
     try:
         path = build_report(args.runs, out, threshold=args.threshold)
+        print(f"wrote {path}")
+        if args.csv:
+            print(f"wrote {export_csv(find_runs(args.runs), args.csv)}")
     except ValueError as error:
         raise SystemExit(f"mhpo report: {error}") from None
-    print(f"wrote {path}")
     return 0
 
 
@@ -100,7 +106,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, args.config)
         policy = load_policy(model_config(cfg))
         warm_start(policy, build_task(cfg), warmstart_config(cfg), cfg.cache_dir)
-        source = f"{cfg.model} after its warm start"
+        source = f"{cfg.model} after its warm start" if cfg.warmstart_steps_value() else cfg.model
     task = build_task(cfg)
     problems = task.problems("eval", args.size or cfg.eval_size, seed=0)
     result = evaluate(policy, task, problems, k=args.k or cfg.eval_k, temperature=cfg.temperature or 1.0,
@@ -157,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(func=_cmd_compare)
 
     rep = sub.add_parser("report", help="rebuild report.md and plots from saved runs",
-                         description="Find runs (config.yaml + metrics.jsonl) under the given directories and report.")  # fmt: skip
-    rep.add_argument("runs", nargs="+", help="run directories or directories containing runs")
-    rep.add_argument("--out", help="report directory (default: the single run directory given, else ./report)")
+                         description="Find runs (config.yaml + metrics.jsonl) under the given directories, or read "
+                                     "runs.csv files written with --csv, and report.")  # fmt: skip
+    rep.add_argument("runs", nargs="+", help="run directories, directories containing runs, or runs.csv files")
+    rep.add_argument("--out", help="report directory (default: the single directory or CSV's directory given, else ./report)")
+    rep.add_argument("--csv", help="also write the runs' per-step metrics to this compact CSV file")
     rep.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
     rep.set_defaults(func=_cmd_report)
 

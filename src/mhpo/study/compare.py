@@ -98,7 +98,7 @@ def compare(
     elapsed = time.perf_counter() - start
     notes = (
         f"Task `{base.task}`, model `{base.model}`, {base.steps} RL steps of {base.batch_size} completions "
-        f"(G = {base.group_size}), mu = {base.mu}, lr = {base.lr}; warm start: {base.warmstart_steps} SFT steps. "
+        f"(G = {base.group_size}), mu = {base.mu}, lr = {base.lr}; warm start: {base.warmstart_steps_value()} SFT steps. "
         f"Wall time {elapsed / 60:.1f} min with {jobs} parallel runs."
     )
     report = build_report([out / "runs"], out, threshold=threshold, order=variants, notes=notes)

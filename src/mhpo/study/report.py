@@ -50,13 +50,77 @@ def load_run(directory: str | pathlib.Path) -> Run | None:
 
 
 def find_runs(paths: list[str | pathlib.Path]) -> list[Run]:
-    """Runs in the given directories or anywhere below them."""
+    """Runs in the given directories or anywhere below them, or in CSV files from `export_csv`."""
     runs = []
     for path in paths:
         path = pathlib.Path(path)
+        if path.suffix == ".csv":
+            runs += load_csv(path)
+            continue
+        if not path.exists():
+            raise ValueError(f"{path} does not exist; give run directories, a study directory or a runs.csv file.")
         candidates = [path] if (path / "config.yaml").exists() else sorted(p.parent for p in path.rglob("config.yaml"))
         runs += [run for run in (load_run(c) for c in candidates) if run is not None]
     return runs
+
+
+# Per-step metrics kept in the compact CSV: what the report's tables and plots read, plus a
+# few that explain them. Objective-specific metrics stay in each run's metrics.jsonl.
+CSV_KEYS = [
+    "reward/mean", "reward/std", "reward/zero_variance_frac", "eval/accuracy", "eval/avg@k",
+    "grad_norm/max", "grad_norm/mean", "entropy/mean", "ratio/max", "ratio/min", "ratio/mean",
+    "log_ratio/abs_mean", "kl/old_k3", "clip/low_frac", "clip/high_frac", "grad_weight/mean",
+    "length/mean", "length/truncated_frac", "loss", "time/step", "time/eval",
+]  # fmt: skip
+
+
+def export_csv(runs: list[Run], path: str | pathlib.Path) -> pathlib.Path:
+    """One row per run and step (training and evaluation records of a step merged), the columns
+    in ``CSV_KEYS`` with 6 significant digits; ``mhpo report FILE.csv`` rebuilds the report."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "seed", "step", *CSV_KEYS])
+    for run in sorted(runs, key=lambda r: (r.label, r.seed)):
+        merged: dict[int, dict[str, Any]] = {}
+        for record in run.records:
+            merged.setdefault(int(record.get("step", 0)), {}).update(record)
+        for step in sorted(merged):
+            row = merged[step]
+            cells = ["" if row.get(k) is None else f"{float(row[k]):.6g}" for k in CSV_KEYS]
+            writer.writerow([run.label, run.seed, step, *cells])
+    path = pathlib.Path(path)
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def load_csv(path: str | pathlib.Path) -> list[Run]:
+    """Runs from a CSV written by `export_csv` (empty cells are missing values)."""
+    import csv
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist.")
+    runs: dict[tuple[str, int], Run] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"run", "seed", "step"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path} is not a runs CSV from `mhpo report --csv`: no column(s) {', '.join(sorted(missing))}.")
+        for line, row in enumerate(reader, 2):
+            try:
+                key = (row["run"], int(row["seed"]))
+                record = {"step": int(row["step"])}
+                record.update({k: float(v) for k, v in row.items() if k not in ("run", "seed", "step") and v not in ("", None)})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}:{line}: {error}") from None
+            if key not in runs:
+                name, *hp = key[0].split("@")
+                runs[key] = Run(key[0], key[1], path, {"objective": name, "seed": key[1]}, [])
+            runs[key].records.append(record)
+    return list(runs.values())
 
 
 def _last_mean(values: list[float], fraction: float = 0.1, minimum: int = 5) -> float:
@@ -115,34 +179,28 @@ def _order(labels: list[str], preferred: list[str] | None) -> list[str]:
     return sorted(labels, key=lambda l: (preferred.index(l) if l in preferred else len(preferred), l))
 
 
-def build_report(
-    paths: list[str | pathlib.Path],
-    out: str | pathlib.Path,
-    *,
-    threshold: float = 0.3,
-    order: list[str] | None = None,
-    title: str = "Objective comparison",
-    notes: str = "",
-) -> pathlib.Path:
-    """Write ``report.md`` and PNG plots for the runs found under ``paths`` into ``out``."""
-    runs = find_runs(paths)
-    if not runs:
-        raise ValueError(f"no runs (config.yaml + metrics.jsonl) found under {', '.join(map(str, paths))}.")
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _group(runs: list[Run]) -> dict[str, list[Run]]:
     by_label: dict[str, list[Run]] = {}
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
+    return by_label
+
+
+PAIRED = [("accuracy_final", "Δ held-out acc."), ("reward_per_update", "Δ reward per update"),
+          ("final_reward", "Δ final reward"), ("grad_spikes", "Δ grad-norm spikes"),
+          ("final_entropy", "Δ final entropy")]  # fmt: skip
+
+
+def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] | None = None) -> str:
+    """Markdown: one row per objective (mean ± 95% interval over seeds) and, when ``grpo`` is
+    among the runs, the paired differences against it (same seed)."""
+    by_label = _group(runs)
     labels = _order(list(by_label), order)
     by_seed = {label: {r.seed: summarise(r, threshold) for r in by_label[label]} for label in labels}
     summaries = {label: [by_seed[label][seed] for seed in sorted(by_seed[label])] for label in labels}
-
-    lines = [f"# {title}", ""]
-    if notes:
-        lines += [notes, ""]
     seeds = sorted({r.seed for r in runs})
     start = [s["accuracy_start"] for rows in summaries.values() for s in rows]
-    lines += [
+    lines = [
         f"{len(runs)} runs: {len(labels)} objectives x seeds {', '.join(map(str, seeds))}. "
         f"Values are mean ± 95% interval over seeds (t distribution). Warm-start held-out accuracy "
         f"(greedy, before RL): {_fmt(start, 3)}. Steps to threshold: first step whose 5-step running "
@@ -166,14 +224,39 @@ def build_report(
     baseline = "grpo" if "grpo" in by_label else None
     if baseline and len(labels) > 1:
         lines += ["", f"Paired differences against `{baseline}` (same seed: same warm start and prompts):", "",
-                  "| objective | Δ held-out acc. | Δ reward per update | Δ final reward |", "|---|---|---|---|"]  # fmt: skip
+                  "| objective | pairs | " + " | ".join(name for _, name in PAIRED) + " |",
+                  "|---|---|" + "---|" * len(PAIRED)]  # fmt: skip
         base = by_seed[baseline]
         for label in labels:
             if label == baseline:
                 continue
             pairs = [(row, base[seed]) for seed, row in by_seed[label].items() if seed in base]
-            cells = [_fmt([a[k] - b[k] for a, b in pairs], 3) for k in ("accuracy_final", "reward_per_update", "final_reward")]
-            lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+            cells = [_fmt([a[k] - b[k] for a, b in pairs], 1 if k == "grad_spikes" else 3) for k, _ in PAIRED]
+            lines.append(f"| `{label}` | {len(pairs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(
+    paths: list[str | pathlib.Path],
+    out: str | pathlib.Path,
+    *,
+    threshold: float = 0.3,
+    order: list[str] | None = None,
+    title: str = "Objective comparison",
+    notes: str = "",
+) -> pathlib.Path:
+    """Write ``report.md`` and PNG plots for the runs found under ``paths`` into ``out``."""
+    runs = find_runs(paths)
+    if not runs:
+        raise ValueError(f"no runs (config.yaml + metrics.jsonl or runs.csv) found under {', '.join(map(str, paths))}.")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_label = _group(runs)
+    labels = _order(list(by_label), order)
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += [summary_table(runs, threshold=threshold, order=order)]
 
     images = plot_runs(by_label, labels, out)
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in images]

@@ -10,6 +10,7 @@ from .base import Problem, extract_answer, split_seed
 from .expr import parse_expression
 
 _INTEGER = re.compile(r"-?\d{1,15}")
+ANSWER_FORMATS = ("tag", "number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,11 +21,17 @@ class ArithmeticConfig:
         num_operands: operands per expression (2..6).
         max_operand: operands are drawn from 0..max_operand.
         operators: operators used (subset of '+-*'; the answer is always an integer).
+        answer_format: ``"tag"`` asks for the integer inside ``<answer></answer>`` and scores
+            the tag's content (or, without a tag, the first line) as a whole; ``"number"`` asks
+            "What is 12+7*3? Reply with only the number." and scores the last integer of the
+            completion (the tag's content if there is one), the usual convention for small
+            instruct models that do not follow an output format.
     """
 
     num_operands: int = 3
     max_operand: int = 20
     operators: str = "+-*"
+    answer_format: str = "tag"
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_operands <= 6:
@@ -33,6 +40,8 @@ class ArithmeticConfig:
             raise ValueError("max_operand must be >= 1.")
         if not self.operators or set(self.operators) - set("+-*"):
             raise ValueError(f"operators must be a non-empty subset of '+-*'; got '{self.operators}'.")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {', '.join(ANSWER_FORMATS)}; got '{self.answer_format}'.")
 
 
 class Arithmetic:
@@ -53,17 +62,18 @@ class Arithmetic:
                 parts += [rng.choice(cfg.operators), str(rng.randint(0, cfg.max_operand))]
             expression = "".join(parts)
             value = parse_expression(expression).value  # our own generated text, exact
-            out.append(
-                Problem(
-                    prompt=f"{expression}=",
-                    instruction=f"Compute {expression}. Give only the integer result inside <answer></answer>.",
-                    answer=str(int(value)),
-                )
-            )
+            if cfg.answer_format == "tag":
+                instruction = f"Compute {expression}. Give only the integer result inside <answer></answer>."
+            else:
+                instruction = f"What is {expression}? Reply with only the number."
+            out.append(Problem(prompt=f"{expression}=", instruction=instruction, answer=str(int(value))))
         return out
 
     def score(self, completion: str, problem: Problem) -> float:
         answer = extract_answer(completion)
+        if self.config.answer_format == "number" and "<answer>" not in completion[:4096]:
+            numbers = _INTEGER.findall(completion[:4096])
+            answer = numbers[-1] if numbers else ""
         return 1.0 if _INTEGER.fullmatch(answer) and int(answer) == int(problem.answer) else 0.0
 
     def demonstration(self, problem: Problem) -> str | None:

@@ -50,6 +50,7 @@ class TrainConfig:
     format_reward: float = _field(0.0, "countdown: reward for a well-formed wrong answer (0 = sparse)")
     num_operands: int = _field(3, "arithmetic: operands per expression")
     max_operand: int = _field(20, "arithmetic: operands are drawn from 0..max_operand")
+    answer_format: str = _field("tag", "arithmetic: 'tag' (integer inside <answer></answer>) or 'number' (last integer counts)")
     data_path: str = _field("", "userdata: .jsonl/.parquet file or dataset name/directory")
     prompt_field: str = _field("prompt", "userdata: prompt column")
     answer_field: str = _field("answer", "userdata: answer column")
@@ -62,7 +63,9 @@ class TrainConfig:
     intermediate_size: int = _field(384, "tiny model: MLP width")
     dtype: str = _field("float32", "float32 | bfloat16 (bfloat16 autocast)")
     # warm start (supervised fine-tuning on solver demonstrations, cached by its config)
-    warmstart_steps: int = _field(120, "SFT steps on solver demonstrations before RL (0 = none)")
+    warmstart_steps: int | None = _field(
+        None, "SFT steps on solver demonstrations before RL (default: 120 for the tiny model, 0 = none for a pretrained one)"
+    )
     warmstart_lr: float = _field(3e-3, "SFT learning rate")
     warmstart_batch: int = _field(64, "SFT batch size")
     warmstart_examples: int = _field(2000, "number of distinct demonstrations")
@@ -122,6 +125,13 @@ class TrainConfig:
         except ValueError:
             raise ValueError(f"hysteresis must be a number in [0, 1] or 'adaptive'; got '{self.hysteresis}'.") from None
 
+    def warmstart_steps_value(self) -> int:
+        """SFT steps of the warm start: the tiny model starts from random weights and needs one
+        to reach non-zero reward; a pretrained model gets none unless asked."""
+        if self.warmstart_steps is not None:
+            return self.warmstart_steps
+        return 120 if self.model == "tiny" else 0
+
     def validate(self) -> TrainConfig:
         """Check everything that can be checked before any work starts; raise ValueError."""
         problems = []
@@ -153,7 +163,7 @@ class TrainConfig:
             (self.advantage_scale in (None, "group", "batch", "none"), f"unknown advantage_scale '{self.advantage_scale}'."),
             (self.eval_size >= 1 and self.eval_k >= 1, "eval_size and eval_k must be >= 1."),
             (self.preset("overlong_buffer") < self.max_new_tokens, "overlong_buffer must be smaller than max_new_tokens."),
-            (self.warmstart_steps >= 0, "warmstart_steps must be >= 0."),
+            (self.warmstart_steps is None or self.warmstart_steps >= 0, "warmstart_steps must be >= 0."),
         ]
         problems += [message for ok, message in checks if not ok]
         if problems:

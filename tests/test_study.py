@@ -100,6 +100,9 @@ def test_variants_and_statistics():
     # running means: 0, .25, .33, .375, .4, .5 -> the window first reaches 0.45 at step 6
     assert first_reaching([1, 2, 3, 4, 5, 6], [0, 0.5, 0.5, 0.5, 0.5, 0.5], 0.45) == 6
     assert first_reaching([1, 2], [0.0, 0.1], 0.5) is None
+    # a single high first batch is not a 5-step mean: windows end at steps 5..9 with means
+    # .18, .1, .2, .3, .4 -> 0.35 is first reached at step 9
+    assert first_reaching(list(range(1, 10)), [0.9, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5], 0.35) == 9
 
 
 def test_csv_round_trip_and_errors(tmp_path):

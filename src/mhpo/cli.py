@@ -70,7 +70,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     default_out = (single.parent if single.suffix == ".csv" else single) if single else "report"
     out = args.out or default_out
     try:
-        path = build_report(args.runs, out, threshold=args.threshold)
+        order = [label.strip() for label in args.order.split(",")] if args.order else None
+        path = build_report(args.runs, out, threshold=args.threshold, order=order, title=args.title)
         print(f"wrote {path}")
         if args.csv:
             print(f"wrote {export_csv(find_runs(args.runs), args.csv)}")
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", help="run directories, directories containing runs, or runs.csv files")
     rep.add_argument("--out", help="report directory (default: the single directory or CSV's directory given, else ./report)")
     rep.add_argument("--csv", help="also write the runs' per-step metrics to this compact CSV file")
+    rep.add_argument("--title", default="Objective comparison", help="report title (default: %(default)s)")
+    rep.add_argument("--order", help="comma-separated objective labels in table order (default: alphabetical)")
     rep.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
     rep.set_defaults(func=_cmd_report)
 

@@ -175,8 +175,10 @@ def _fmt(values: list[float], digits: int) -> str:
 
 
 def _order(labels: list[str], preferred: list[str] | None) -> list[str]:
-    preferred = preferred or []
-    return sorted(labels, key=lambda l: (preferred.index(l) if l in preferred else len(preferred), l))
+    # Variants are written NAME@KEY=value on the command line and labelled with Python's
+    # spelling of the value (false -> False), so the match ignores case.
+    preferred = [p.lower() for p in preferred or []]
+    return sorted(labels, key=lambda l: (preferred.index(l.lower()) if l.lower() in preferred else len(preferred), l))
 
 
 def _group(runs: list[Run]) -> dict[str, list[Run]]:
@@ -260,8 +262,13 @@ def build_report(
 
     images = plot_runs(by_label, labels, out)
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in images]
-    lines += ["", "## Runs", "", "| objective | seed | directory |", "|---|---|---|"]
-    lines += [f"| `{r.label}` | {r.seed} | `{r.directory}` |" for label in labels for r in sorted(by_label[label], key=lambda r: r.seed)]
+    sources = sorted({str(r.directory) for r in runs if r.directory.suffix == ".csv"})
+    if sources:
+        lines += ["", "Per-step metrics of every run: " + ", ".join(f"`{s}`" for s in sources) + "."]
+    listed = [r for label in labels for r in sorted(by_label[label], key=lambda r: r.seed) if r.directory.suffix != ".csv"]
+    if listed:
+        lines += ["", "## Runs", "", "| objective | seed | directory |", "|---|---|---|"]
+        lines += [f"| `{r.label}` | {r.seed} | `{r.directory}` |" for r in listed]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

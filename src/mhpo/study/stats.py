@@ -39,9 +39,10 @@ def spikes(values: list[float], factor: float = 5.0, warmup: int = 5) -> int:
 
 
 def first_reaching(steps: list[int], values: list[float], threshold: float, window: int = 5) -> int | None:
-    """First step at which the running mean over ``window`` steps reaches ``threshold``."""
-    for i in range(len(values)):
-        recent = [v for v in values[max(0, i - window + 1) : i + 1] if v is not None]
-        if len(recent) == min(window, i + 1) and statistics.fmean(recent) >= threshold:
+    """First step at which the mean over the last ``window`` steps (a full window, so one lucky
+    early batch does not count) reaches ``threshold``."""
+    for i in range(window - 1, len(values)):
+        recent = [v for v in values[i - window + 1 : i + 1] if v is not None]
+        if len(recent) == window and statistics.fmean(recent) >= threshold:
             return steps[i]
     return None

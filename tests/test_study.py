@@ -93,6 +93,17 @@ def test_variants_and_statistics():
     assert parse_variant("mhpo@use_dhp=false@c=2") == ("mhpo", {"use_dhp": False, "c": 2})
     with pytest.raises(ValueError, match="no hyperparameter 'cc'"):
         parse_variant("mhpo@cc=1")
+    # trainer loss options ride along: HPO with alpha = 0 is hpo@hysteresis=0
+    from mhpo.study.compare import split_options
+    from mhpo.study.report import run_label
+    from mhpo.train.config import TrainConfig
+
+    name, hp = parse_variant("hpo@hysteresis=0@eps_low=0.1")
+    objective_hp, options = split_options(hp)
+    assert (name, objective_hp, options) == ("hpo", {"eps_low": 0.1}, {"hysteresis": "0"})
+    cfg = TrainConfig(objective=name, hp=objective_hp, **options)
+    assert cfg.hysteresis_value() == 0.0
+    assert run_label(cfg.to_dict()) == "hpo@eps_low=0.1@hysteresis=0"
     mean, half = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 / 3**0.5, rel=1e-4)
     assert mean_ci([5.0]) == (5.0, 0.0)
@@ -136,7 +147,9 @@ def test_stability_study_cells():
     spec = importlib.util.spec_from_file_location("stability_study", script)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    assert len(study.OBJECTIVES) == 11 and {"mhpo@use_dhp=false", "mhpo@use_lfm=false"} <= set(study.OBJECTIVES)
+    required = {"grpo", "dr_grpo", "dapo", "gspo", "sapo", "cispo", "hpo", "a_hpo", "mhpo", "mhpo@use_dhp=false",
+                "mhpo@use_lfm=false"}  # fmt: skip
+    assert required <= set(study.OBJECTIVES) and "hpo@hysteresis=0" in study.OBJECTIVES
     for variant in study.OBJECTIVES:
         parse_variant(variant)
     standard, stress = study.cell_config("countdown4", "standard", {}), study.cell_config("countdown4", "stress", {})

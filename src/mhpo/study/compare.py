@@ -18,8 +18,15 @@ from ..train.warmstart import warm_start
 from .report import build_report
 
 
+# Loss options of the trainer that a variant may set next to the objective's hyperparameters,
+# e.g. hpo@hysteresis=0 (HPO with the negative-advantage updates switched off).
+VARIANT_OPTIONS = ("hysteresis", "aggregation", "advantage_scale", "alpha_min")
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``mhpo@use_dhp=false@c=2`` -> ("mhpo", {"use_dhp": False, "c": 2})."""
+    """``mhpo@use_dhp=false@c=2`` -> ("mhpo", {"use_dhp": False, "c": 2}). Keys in
+    ``VARIANT_OPTIONS`` are trainer options rather than hyperparameters; `split_options`
+    separates them."""
     import yaml
 
     name, *assignments = text.strip().split("@")
@@ -29,8 +36,17 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         if not sep:
             raise ValueError(f"objective variant '{text}': expected NAME@KEY=VALUE.")
         hp[key] = yaml.safe_load(value)
-    mhpo.get_objective(name).make_config(**hp)  # fail early on a typo
+    objective_hp, options = split_options(hp)
+    mhpo.get_objective(name).make_config(**objective_hp)  # fail early on a typo
     return name, hp
+
+
+def split_options(hp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(objective hyperparameters, trainer options) of a parsed variant."""
+    options = {k: v for k, v in hp.items() if k in VARIANT_OPTIONS}
+    if "hysteresis" in options:
+        options["hysteresis"] = str(options["hysteresis"])  # TrainConfig keeps "adaptive" or a number as text
+    return {k: v for k, v in hp.items() if k not in VARIANT_OPTIONS}, options
 
 
 def run_directory(root: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
@@ -76,9 +92,10 @@ def compare(
     del policy
     configs = []
     for (name, hp), variant in zip(parsed, variants):
+        objective_hp, options = split_options(hp)
         for seed in range(seeds):
             cfg = dataclasses.replace(
-                base, objective=name, hp={**base.hp, **hp}, seed=seed,
+                base, objective=name, hp={**base.hp, **objective_hp}, seed=seed, **options,
                 output_dir=str(run_directory(out, variant, seed)), progress=False, threads=1 if jobs > 1 else base.threads,
             )  # fmt: skip
             cfg.validate()

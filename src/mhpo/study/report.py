@@ -30,8 +30,10 @@ class Run:
 
 
 def run_label(config: dict[str, Any]) -> str:
-    """objective, plus its non-default hyperparameters, e.g. ``mhpo@use_dhp=False``."""
-    hp = config.get("hp") or {}
+    """objective, plus its non-default hyperparameters and loss options, e.g.
+    ``mhpo@use_dhp=False`` or ``hpo@hysteresis=0``."""
+    hp = dict(config.get("hp") or {})
+    hp.update({k: config[k] for k in ("hysteresis", "aggregation", "advantage_scale", "alpha_min") if config.get(k) is not None})
     return config["objective"] + "".join(f"@{k}={v}" for k, v in sorted(hp.items()))
 
 

@@ -5,20 +5,22 @@
 For each study cell, runs.csv (per-step metrics of every run) and timing.json are copied from
 the study directory; report.md, curves.png and stability.png are then rebuilt from runs.csv
 alone, by the same code as `mhpo report runs.csv`, so what docs/results shows is what the
-committed CSV gives. Without the run directories (a fresh clone), the same command with
---from-docs rebuilds the reports from the committed CSVs.
+committed CSV gives. Then the stability study's cross-cell tables (as in docs/results.md) are
+printed. Without the run directories (a fresh clone), the same command with --from-docs
+rebuilds the reports and tables from the committed CSVs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import shutil
 import sys
 from pathlib import Path
 
-from mhpo.study.report import build_report, find_runs, summary_table
-from mhpo.train.runlog import atomic_write_text
+from mhpo.study.report import build_report, find_runs, summarise
+from mhpo.study.stats import mean_ci
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,6 +48,47 @@ def publish_cell(source: Path | None, target: Path, *, threshold: float, order: 
     return True
 
 
+def _cell(values: list[float], digits: int = 3) -> str:
+    mean, half = mean_ci(values)
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) -> str:
+    """Markdown: held-out accuracy and its paired difference against GRPO in every cell, then
+    the stability indicators of every cell, one row per objective."""
+    summaries = {}
+    for cell, (runs, threshold) in cells.items():
+        for run in runs:
+            summaries.setdefault(cell, {}).setdefault(run.label, {})[run.seed] = summarise(run, threshold)
+    labels = sorted({label for rows in summaries.values() for label in rows},
+                    key=lambda l: [o.lower() for o in order].index(l.lower()) if l.lower() in [o.lower() for o in order] else 99)  # fmt: skip
+    names = list(cells)
+    lines = ["Held-out greedy accuracy after RL (mean ± 95% interval over seeds) and, below it, the paired",
+             "difference against `grpo` on the same seeds:", "",
+             "| objective | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]  # fmt: skip
+    for label in labels:
+        cells_text = []
+        for cell in names:
+            rows, base = summaries[cell].get(label, {}), summaries[cell].get("grpo", {})
+            text = _cell([r["accuracy_final"] for r in rows.values()])
+            if label != "grpo" and rows and base:
+                diff = _cell([rows[s]["accuracy_final"] - base[s]["accuracy_final"] for s in rows if s in base])
+                text += f"<br>Δ {diff}"
+            cells_text.append(text)
+        lines.append(f"| `{label}` | " + " | ".join(cells_text) + " |")
+    for key, title, digits in (("grad_spikes", "Gradient-norm spikes per run (norm above 5x its running median)", 1),
+                               ("max_ratio", "Largest importance ratio seen in a run", 1),
+                               ("final_entropy", "Policy entropy at the end (nats/token, last 5 steps)", 3),
+                               ("final_length", "Response length at the end (tokens, last 5 steps)", 1),
+                               ("reward_per_update", "Reward per update (area under the training-reward curve / steps)", 3),
+                               ("reward_per_update_early", "Reward per update over the first half of the steps", 3)):  # fmt: skip
+        lines += ["", f"{title}:", "", "| objective | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for label in labels:
+            row = [_cell([r[key] for r in summaries[cell].get(label, {}).values()], digits) for cell in names]
+            lines.append(f"| `{label}` | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results", help="where the studies wrote (default: %(default)s)")
@@ -56,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     source = (lambda path: None) if args.from_docs else (lambda path: path)
 
     stability = _load("stability")
-    sections = ["# Stability study: summary", ""]
+    cells = {}
     for task in stability.TASKS:
         for regime in stability.REGIMES:
             cell = f"{task}-{regime}"
@@ -64,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             target = docs / "stability" / cell
             if publish_cell(source(results / "stability" / cell), target, threshold=threshold,
                             order=stability.OBJECTIVES, title=f"Stability: {cell}"):  # fmt: skip
-                runs = find_runs([target / "runs.csv"])
-                sections += [f"## {cell}", "", summary_table(runs, threshold=threshold, order=stability.OBJECTIVES), ""]
-    atomic_write_text(docs / "stability" / "summary.md", "\n".join(sections) + "\n")
+                cells[cell] = (find_runs([target / "runs.csv"]), threshold)
+    if cells:
+        print()
+        print(cross_cell_tables(cells, stability.OBJECTIVES))
 
     smollm2 = _load("smollm2")
     publish_cell(source(results / "smollm2"), docs / "smollm2", threshold=smollm2.THRESHOLD,

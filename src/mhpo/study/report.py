@@ -147,6 +147,8 @@ def summarise(run: Run, threshold: float) -> dict[str, float | None]:
         "accuracy_final": accuracy[-1] if accuracy else math.nan,
         "avg_k_final": avg_k[-1] if avg_k else math.nan,
         "reward_per_update": statistics.fmean(reward) if reward else math.nan,
+        # the same over the first half of the run: how fast learning starts
+        "reward_per_update_early": statistics.fmean(reward[: max(1, len(reward) // 2)]) if reward else math.nan,
         "steps_to_threshold": float(reached) if reached is not None else math.nan,
         "grad_spikes": float(spikes(grad)),
         "final_entropy": _last_mean(entropy),
@@ -191,6 +193,7 @@ def _group(runs: list[Run]) -> dict[str, list[Run]]:
 
 
 PAIRED = [("accuracy_final", "Δ held-out acc."), ("reward_per_update", "Δ reward per update"),
+          ("reward_per_update_early", "Δ reward per update, first half"),
           ("final_reward", "Δ final reward"), ("grad_spikes", "Δ grad-norm spikes"),
           ("final_entropy", "Δ final entropy")]  # fmt: skip
 
@@ -297,7 +300,8 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = plt.get_cmap("tab10")
+    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    band_alpha = 0.15 if len(labels) <= 6 else 0.06
     panels = {
         "curves.png": [
             ("reward/mean", "training reward (5-step mean)", False, 5, False),
@@ -324,14 +328,14 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
                 steps, mean, low, high = _band(by_label[label], key, is_eval)
                 if not steps:
                     continue
-                colour = colours(i % 10)
+                colour = colours(i % colours.N)
                 if window > 1:
                     mean, low, high = (_smooth(v, window) for v in (mean, low, high))
                 positive = positive or any(v > 0 for v in mean)
                 ax.plot(steps, mean, color=colour, lw=1.6, label=f"{label} (n={len(by_label[label])})",
                         marker="o" if is_eval else None, ms=3)  # fmt: skip
                 if len(by_label[label]) > 1:
-                    ax.fill_between(steps, low, high, color=colour, alpha=0.15, lw=0)
+                    ax.fill_between(steps, low, high, color=colour, alpha=band_alpha, lw=0)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("RL step")
             if log and positive:
@@ -339,9 +343,16 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
             ax.grid(alpha=0.3)
         for ax in axes.flat[len(specs) :]:
             ax.set_visible(False)
-        axes.flat[0].legend(fontsize=8)
+        entries = {}  # one legend for the figure, from whichever panels have data
+        for ax in axes.flat:
+            for handle, text in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(text, handle)
+        legend_rows = math.ceil(len(entries) / 6)
+        if entries:
+            fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=min(6, len(entries)),
+                       fontsize=8, frameon=False)  # fmt: skip
         fig.suptitle("mean over seeds; bands span the seeds (min to max)", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.02, 1, 1))
         tmp = out / f".{name}.tmp"
         fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import shutil
 import sys
 from pathlib import Path
 
-from mhpo.study.report import build_report, find_runs, summarise
-from mhpo.study.stats import mean_ci
+from mhpo.study.report import build_report, find_runs, format_ci, order_labels, summarise
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,11 +46,6 @@ def publish_cell(source: Path | None, target: Path, *, threshold: float, order: 
     return True
 
 
-def _cell(values: list[float], digits: int = 3) -> str:
-    mean, half = mean_ci(values)
-    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
 def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) -> str:
     """Markdown: held-out accuracy and its paired difference against GRPO in every cell, then
     the stability indicators of every cell, one row per objective."""
@@ -60,8 +53,7 @@ def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) ->
     for cell, (runs, threshold) in cells.items():
         for run in runs:
             summaries.setdefault(cell, {}).setdefault(run.label, {})[run.seed] = summarise(run, threshold)
-    labels = sorted({label for rows in summaries.values() for label in rows},
-                    key=lambda l: [o.lower() for o in order].index(l.lower()) if l.lower() in [o.lower() for o in order] else 99)  # fmt: skip
+    labels = order_labels(list({label for rows in summaries.values() for label in rows}), order)
     names = list(cells)
     lines = ["Held-out greedy accuracy after RL (mean ± 95% interval over seeds) and, below it, the paired",
              "difference against `grpo` on the same seeds:", "",
@@ -70,9 +62,9 @@ def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) ->
         cells_text = []
         for cell in names:
             rows, base = summaries[cell].get(label, {}), summaries[cell].get("grpo", {})
-            text = _cell([r["accuracy_final"] for r in rows.values()])
+            text = format_ci([r["accuracy_final"] for r in rows.values()])
             if label != "grpo" and rows and base:
-                diff = _cell([rows[s]["accuracy_final"] - base[s]["accuracy_final"] for s in rows if s in base])
+                diff = format_ci([rows[s]["accuracy_final"] - base[s]["accuracy_final"] for s in rows if s in base])
                 text += f"<br>Δ {diff}"
             cells_text.append(text)
         lines.append(f"| `{label}` | " + " | ".join(cells_text) + " |")
@@ -84,7 +76,7 @@ def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) ->
                                ("reward_per_update_early", "Reward per update over the first half of the steps", 3)):  # fmt: skip
         lines += ["", f"{title}:", "", "| objective | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for label in labels:
-            row = [_cell([r[key] for r in summaries[cell].get(label, {}).values()], digits) for cell in names]
+            row = [format_ci([r[key] for r in summaries[cell].get(label, {}).values()], digits) for cell in names]
             lines.append(f"| `{label}` | " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -171,14 +171,14 @@ COLUMNS = [
 ]
 
 
-def _fmt(values: list[float], digits: int) -> str:
+def format_ci(values: list[float], digits: int = 3) -> str:
     mean, half = mean_ci(values)
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.{digits}f} ± {half:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
-def _order(labels: list[str], preferred: list[str] | None) -> list[str]:
+def order_labels(labels: list[str], preferred: list[str] | None) -> list[str]:
     # Variants are written NAME@KEY=value on the command line and labelled with Python's
     # spelling of the value (false -> False), so the match ignores case.
     preferred = [p.lower() for p in preferred or []]
@@ -202,7 +202,7 @@ def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] |
     """Markdown: one row per objective (mean ± 95% interval over seeds) and, when ``grpo`` is
     among the runs, the paired differences against it (same seed)."""
     by_label = _group(runs)
-    labels = _order(list(by_label), order)
+    labels = order_labels(list(by_label), order)
     by_seed = {label: {r.seed: summarise(r, threshold) for r in by_label[label]} for label in labels}
     summaries = {label: [by_seed[label][seed] for seed in sorted(by_seed[label])] for label in labels}
     seeds = sorted({r.seed for r in runs})
@@ -210,7 +210,7 @@ def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] |
     lines = [
         f"{len(runs)} runs: {len(labels)} objectives x seeds {', '.join(map(str, seeds))}. "
         f"Values are mean ± 95% interval over seeds (t distribution). Warm-start held-out accuracy "
-        f"(greedy, before RL): {_fmt(start, 3)}. Steps to threshold: first step whose 5-step running "
+        f"(greedy, before RL): {format_ci(start, 3)}. Steps to threshold: first step whose 5-step running "
         f"mean reward reaches {threshold} (n/a if never; runs that never reach it are left out of the mean).",
         "",
         "| objective | seeds | " + " | ".join(name for _, name, _ in COLUMNS) + " |",
@@ -221,7 +221,7 @@ def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] |
         cells = []
         for key, _, digits in COLUMNS:
             values = [r[key] for r in rows]
-            cell = _fmt(values, digits)
+            cell = format_ci(values, digits)
             if key == "steps_to_threshold":
                 reached = sum(math.isfinite(v) for v in values)
                 cell += f" ({reached}/{len(values)} reached)"
@@ -238,7 +238,7 @@ def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] |
             if label == baseline:
                 continue
             pairs = [(row, base[seed]) for seed, row in by_seed[label].items() if seed in base]
-            cells = [_fmt([a[k] - b[k] for a, b in pairs], 1 if k == "grad_spikes" else 3) for k, _ in PAIRED]
+            cells = [format_ci([a[k] - b[k] for a, b in pairs], 1 if k == "grad_spikes" else 3) for k, _ in PAIRED]
             lines.append(f"| `{label}` | {len(pairs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -259,7 +259,7 @@ def build_report(
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     by_label = _group(runs)
-    labels = _order(list(by_label), order)
+    labels = order_labels(list(by_label), order)
     lines = [f"# {title}", ""]
     if notes:
         lines += [notes, ""]

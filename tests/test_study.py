@@ -192,3 +192,26 @@ def test_publish_rebuilds_reports_and_cross_cell_tables_from_csv(tmp_path):
     # mhpo 0.35, 0.41 -> 0.380 ± 12.706 * 0.0424 / √2 = ± 0.381; mhpo - grpo per seed: +0.05, +0.01
     # -> mean 0.030, sd 0.0283 -> ± 0.254
     assert "| `mhpo` | 0.380 ± 0.381<br>Δ 0.030 ± 0.254 |" in table
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and process trees as on Linux")
+def test_sigterm_to_a_study_stops_its_workers():
+    # `kill <pid>` of a study (the parent alone, not its process group) must not leave its
+    # spawned runs training on in the background.
+    import signal
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    script = "import time\nfrom mhpo.study.compare import run_parallel\nfor _ in run_parallel(time.sleep, [300, 300, 300], 2):\n    pass\n"
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    parent = psutil.Process(proc.pid)
+    workers = []
+    deadline = time.monotonic() + 120
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import multiprocessing
 import pathlib
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import mhpo
@@ -70,6 +72,28 @@ def _run_one(config: dict[str, Any]) -> tuple[str, float]:
     return cfg.output_dir, time.perf_counter() - start
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def run_parallel(func: Callable[[Any], Any], items: list[Any], jobs: int) -> Iterator[Any]:
+    """Yield ``func(item)`` for every item, in the order they finish, from ``jobs`` spawned
+    worker processes. When the caller stops early (an exception in a run, Ctrl-C, or SIGTERM
+    to this process alone, which is turned into SystemExit while the pool runs) the workers
+    are terminated instead of being left running; each run resumes from its last checkpoint
+    next time."""
+    context = multiprocessing.get_context("spawn")
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    try:
+        # maxtasksperchild=1: each run gets a fresh process, so memory does not accumulate.
+        with context.Pool(jobs, maxtasksperchild=1) as pool:  # __exit__ terminates the workers
+            yield from pool.imap_unordered(func, items)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def compare(
     base: TrainConfig,
     variants: list[str],
@@ -102,17 +126,9 @@ def compare(
             cfg.validate()
             configs.append(cfg.to_dict())
     log(f"compare: {len(configs)} runs ({len(variants)} objectives x {seeds} seeds), {jobs} at a time")
-    if jobs > 1:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = [pool.submit(_run_one, c) for c in configs]
-            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                directory, seconds = future.result()
-                log(f"compare: [{done}/{len(configs)}] {directory} ({seconds:.0f}s)")
-    else:
-        for done, config in enumerate(configs, 1):
-            directory, seconds = _run_one(config)
-            log(f"compare: [{done}/{len(configs)}] {directory} ({seconds:.0f}s)")
+    results = run_parallel(_run_one, configs, jobs) if jobs > 1 else map(_run_one, configs)
+    for done, (directory, seconds) in enumerate(results, 1):
+        log(f"compare: [{done}/{len(configs)}] {directory} ({seconds:.0f}s)")
     elapsed = time.perf_counter() - start
     notes = (
         f"Task `{base.task}`, model `{base.model}`, {base.steps} RL steps of {base.batch_size} completions "

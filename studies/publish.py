@@ -34,7 +34,7 @@ def publish_cell(source: Path | None, target: Path, *, threshold: float, order: 
     target.mkdir(parents=True, exist_ok=True)
     if source is not None:
         if not (source / "runs.csv").exists():
-            print(f"skip {source}: no runs.csv (run the study first)")
+            print(f"skip {source}: no runs.csv (run the study first)", file=sys.stderr)
             return False
         shutil.copyfile(source / "runs.csv", target / "runs.csv")
     if not (target / "runs.csv").exists():

@@ -76,6 +76,14 @@ def test_report_and_eval_commands(tmp_path):
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
     assert result["problems"] == 3 and 0 <= result["eval/accuracy"] <= 1 and "step 2" in result["source"]
+    assert "greedy_samples" not in result
+    ev = subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--size", "3", "--k", "1", "--show", "3"],
+                        capture_output=True, text=True)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    shown = json.loads(ev.stdout)["greedy_samples"]
+    assert len(shown) == 3 and all(set(s) == {"prompt", "answer", "completion", "reward"} for s in shown)
+    # the listed greedy completions are the ones behind the accuracy: same problems, same decoding
+    assert sum(s["reward"] for s in shown) / 3 == pytest.approx(result["eval/reward"])
     (tmp_path / "empty").mkdir()
     for path, message in ((tmp_path / "empty", "no runs"), (tmp_path / "nothing", "does not exist")):
         bad = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(path)], capture_output=True, text=True)

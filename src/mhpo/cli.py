@@ -118,10 +118,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         shown = problems[: args.show]
         tok = policy.tokenizer
-        rollout = generate(policy, [tok.prompt_ids(p) for p in shown], max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+        prompts = [tok.prompt_ids(p) for p in shown]
+        rollout = generate(policy, prompts, max_new_tokens=cfg.max_new_tokens, temperature=0.0)
         output["greedy_samples"] = [
-            {"prompt": tok.decode(tok.prompt_ids(p)), "answer": p.answer, "completion": text, "reward": task.score(text, p)}
-            for p, text in zip(shown, rollout.texts)
+            {"prompt": tok.decode(ids), "answer": p.answer, "completion": text, "reward": task.score(text, p)}
+            for p, ids, text in zip(shown, prompts, rollout.texts)
         ]
     print(json.dumps(output, indent=2))
     return 0

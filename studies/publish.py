@@ -3,8 +3,8 @@
     .venv/bin/python studies/publish.py          # after studies/stability.py and studies/smollm2.py
 
 For each study cell, runs.csv (per-step metrics of every run) is copied from the study
-directory, and each study's timing.json (wall time of every invocation) with it; report.md, curves.png and stability.png are then rebuilt from runs.csv
-alone, by the same code as `mhpo report runs.csv`, so what docs/results shows is what the
+directory, and each study's timing.json (wall time of every invocation) with it; report.md,
+curves.png and stability.png are then rebuilt from runs.csv alone, by the same code as `mhpo report runs.csv`, so what docs/results shows is what the
 committed CSV gives. Then the stability study's cross-cell tables (as in docs/results.md) are
 printed. Without the run directories (a fresh clone), the same command with --from-docs
 rebuilds the reports and tables from the committed CSVs.
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     source = (lambda path: None) if args.from_docs else (lambda path: path)
 
     for study in ("stability", "smollm2"):  # wall times of every invocation
-        if source(results / study) is not None and (results / study / "timing.json").exists():
+        if not args.from_docs and (results / study / "timing.json").exists():
             (docs / study).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(results / study / "timing.json", docs / study / "timing.json")
 

@@ -21,15 +21,13 @@ runs.csv and timing.json are written to the output directory.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from mhpo.study.compare import compare
+from mhpo.study.compare import compare, record_invocation
 from mhpo.study.report import export_csv, find_runs
 from mhpo.train.config import TrainConfig
-from mhpo.train.runlog import atomic_write_text
 
 OBJECTIVES = ["grpo", "a_hpo", "mhpo", "hpo@hysteresis=0"]
 CONFIG = {
@@ -56,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict({**CONFIG, "steps": args.steps})
     start = time.perf_counter()
     compare(cfg, objectives, args.seeds, out, jobs=args.jobs, threshold=THRESHOLD)
-    timing_path = out / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"invocations": []}
-    timing["invocations"].append({"wall_s": round(time.perf_counter() - start, 1), "jobs": args.jobs, "steps": args.steps,
-                                  "objectives": objectives,
-                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
-    atomic_write_text(timing_path, json.dumps(timing, indent=1) + "\n")
+    record_invocation(out, time.perf_counter() - start, jobs=args.jobs, steps=args.steps, objectives=objectives)
     export_csv(find_runs([out / "runs"]), out / "runs.csv")
     print(f"wrote {out / 'report.md'} and {out / 'runs.csv'}")
     return 0

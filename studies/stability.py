@@ -20,12 +20,11 @@ directory gets summary.md with one table per regime and timing.json with the wal
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
 
-from mhpo.study.compare import compare
+from mhpo.study.compare import compare, record_invocation
 from mhpo.study.report import build_report, export_csv, find_runs, summary_table
 from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import atomic_write_text
@@ -78,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"steps": args.steps} if args.steps else {}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    timing_path = out / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {"invocations": []}
 
     for cell in cells:
         task, regime = cell.split("-")
@@ -89,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             start = time.perf_counter()
             compare(cfg, objectives, args.seeds, cell_dir, jobs=args.jobs, threshold=threshold)
-            timing["invocations"].append(
-                {"cell": cell, "wall_s": round(time.perf_counter() - start, 1), "jobs": args.jobs,
-                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-            )
-            atomic_write_text(timing_path, json.dumps(timing, indent=1) + "\n")
+            record_invocation(out, time.perf_counter() - start, cell=cell, jobs=args.jobs)
         runs = find_runs([cell_dir / "runs"])
         if runs:
             notes = (

@@ -230,3 +230,14 @@ def test_sigterm_to_a_study_stops_its_workers():
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_record_invocation_appends_wall_times(tmp_path):
+    from mhpo.study.compare import record_invocation
+
+    record_invocation(tmp_path, 12.34, cell="c3", jobs=2)
+    record_invocation(tmp_path, 5.0, steps=60)
+    entries = json.loads((tmp_path / "timing.json").read_text())["invocations"]
+    assert [(e["wall_s"], e.get("cell"), e.get("steps")) for e in entries] == [(12.3, "c3", None), (5.0, None, 60)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", e["finished"]) for e in entries)
+    assert [p.name for p in tmp_path.iterdir()] == ["timing.json"]  # no temporary file left

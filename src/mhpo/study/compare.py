@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import pathlib
 import signal
@@ -15,6 +16,7 @@ import mhpo
 
 from ..train.config import TrainConfig
 from ..train.models import load_policy
+from ..train.runlog import atomic_write_text
 from ..train.trainer import Trainer, build_task, model_config, warmstart_config
 from ..train.warmstart import warm_start
 from .report import VARIANT_OPTIONS, build_report
@@ -33,7 +35,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         if not sep:
             raise ValueError(f"objective variant '{text}': expected NAME@KEY=VALUE.")
         hp[key] = yaml.safe_load(value)
-    objective_hp, options = split_options(hp)
+    objective_hp, _ = split_options(hp)
     mhpo.get_objective(name).make_config(**objective_hp)  # fail early on a typo
     return name, hp
 
@@ -70,6 +72,14 @@ def _run_one(config: dict[str, Any]) -> tuple[str, float]:
     start = time.perf_counter()
     Trainer(cfg, log=lambda *args: None).train()
     return cfg.output_dir, time.perf_counter() - start
+
+
+def record_invocation(study: str | pathlib.Path, wall_s: float, **fields: Any) -> None:
+    """Append one invocation's wall time (and what it ran) to ``study/timing.json``, atomically."""
+    path = pathlib.Path(study) / "timing.json"
+    timing = json.loads(path.read_text()) if path.exists() else {"invocations": []}
+    timing["invocations"].append({**fields, "wall_s": round(wall_s, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    atomic_write_text(path, json.dumps(timing, indent=1) + "\n")
 
 
 def _terminate(signum, frame):

@@ -171,7 +171,17 @@ def _bad_cases():
     nan_adv[0] = math.nan
     half_mask = mask.clone()
     half_mask[0, 0] = 0.5
+    counted = mask.nonzero()[0].tolist()  # a counted position
+    nan_entropy = torch.zeros_like(logp)
+    nan_entropy[counted[0], counted[1]] = math.nan
+    inf_is = torch.ones_like(logp)
+    inf_is[counted[0], counted[1]] = math.inf
     return [
+        ("NaN entropy", dict(entropy=nan_entropy, entropy_coef=0.01), "entropy contains NaN"),
+        ("NaN entropy, no bonus", dict(entropy=nan_entropy), "entropy contains NaN"),
+        ("inf is_weights", dict(is_weights=inf_is), "is_weights contains NaN or inf"),
+        ("negative is_weights", dict(is_weights=-torch.ones_like(logp)), "is_weights must be >= 0"),
+        ("entropy shape", dict(entropy=torch.zeros(2, 2)), "entropy has shape"),
         ("shape mismatch", dict(old_logp=old[:, :-1]), "shape"),
         ("1-D logp", dict(logp=logp[0], old_logp=old[0], mask=mask[0]), "2-D"),
         ("advantages shape", dict(advantages=adv[:-1]), "advantages must have shape"),
@@ -278,3 +288,41 @@ def test_float32_inputs_work_and_match_float64():
         ).loss
         assert low.dtype == torch.float32
         torch.testing.assert_close(low.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ALL)
+def test_half_precision_is_finite_across_the_clamp_range(name, dtype):
+    """float16 overflows at e^11.1: log-ratios of 10-20 and a reference 12 nats away gave inf
+    losses (clipped objectives, KL) or NaN gradients (SAPO) when computed in the input dtype."""
+    b = make_batch(seed=11)
+    for shift in (-20.0, -15.0, -12.0, -10.0, 10.0, 12.0, 15.0, 20.0):
+        old = b.old_logp.to(dtype)
+        logp = (b.old_logp + shift).to(dtype).requires_grad_(True)
+        ref = (b.old_logp + shift + 12.0).to(dtype)
+        out = mhpo.policy_loss(name, logp, old, b.advantages.to(dtype), b.mask, ref_logp=ref, beta=0.1)
+        out.loss.backward()
+        assert torch.isfinite(out.loss), (shift, out.loss)
+        assert torch.isfinite(logp.grad).all(), shift
+        assert logp.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_matches_float64_near_on_policy(dtype):
+    """Computing half inputs in float32 keeps the loss as close to float64 as the inputs allow."""
+    b = make_batch(seed=12, spread=0.1)
+    for name in ALL:
+        logp, old = b.logp.detach().to(dtype), b.old_logp.to(dtype)
+        low = mhpo.policy_loss(name, logp, old, b.advantages, b.mask).loss
+        ref = mhpo.policy_loss(name, logp.double(), old.double(), b.advantages, b.mask).loss
+        assert low.dtype == torch.float32
+        torch.testing.assert_close(low.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0)])
+@pytest.mark.parametrize("name", ALL)
+def test_empty_batches_give_a_zero_loss(name, shape):
+    logp = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    out = mhpo.policy_loss(name, logp, logp.detach(), torch.zeros(shape[0], dtype=torch.float64), torch.ones(shape))
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and out.per_token.shape == shape and logp.grad.shape == shape

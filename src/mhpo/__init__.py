@@ -12,7 +12,7 @@ Importing this package imports torch only (no transformers, trl, verl or ray).
 from .advantages import adaptive_alpha, group_advantages
 from .aggregation import aggregate
 from .kl import kl_penalty
-from .loss import LossOutput, gradient_weight, policy_loss
+from .loss import LossOutput, gradient_weight, hysteresis_setting, policy_loss
 from .normalisers import global_normalisers
 from .objectives import ObjectiveSpec, get_objective, list_objectives, register_objective
 from .objectives.registry import AGGREGATIONS
@@ -29,6 +29,7 @@ __all__ = [
     "global_normalisers",
     "gradient_weight",
     "group_advantages",
+    "hysteresis_setting",
     "kl_penalty",
     "list_objectives",
     "policy_loss",

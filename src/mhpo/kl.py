@@ -9,10 +9,10 @@ Tensor = torch.Tensor
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
-def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
+def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3", *, bound: float = 20.0) -> Tensor:
     r"""Per-token KL estimate, (B, T).
 
-    With ρ = ref_logp − logp (clamped to [−20, 20] so that exp stays finite)::
+    With ρ = ref_logp − logp (clamped to [−bound, bound] so that exp stays finite)::
 
         k1 = −ρ,   k2 = ρ²/2,   k3 = exp(ρ) − ρ − 1
 
@@ -24,7 +24,7 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
     """
     if estimator not in KL_ESTIMATORS:
         raise ValueError(f"Unknown kl_estimator '{estimator}'; use one of {', '.join(KL_ESTIMATORS)}.")
-    rho = (ref_logp - logp).clamp(-20.0, 20.0)
+    rho = (ref_logp - logp).clamp(-bound, bound)
     if estimator == "k1":
         return -rho
     if estimator == "k2":

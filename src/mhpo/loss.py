@@ -14,7 +14,8 @@ from .advantages import adaptive_alpha
 from .aggregation import aggregate
 from .kl import KL_ESTIMATORS, kl_penalty
 from .objectives import get_objective
-from .objectives._common import clamp_log_ratio, masked_fraction, masked_max, masked_mean, masked_min
+from .objectives._common import clamp_log_ratio, log_ratio_bound, masked_fraction, masked_max, masked_mean, masked_min
+from .objectives.registry import AGGREGATIONS
 
 Tensor = torch.Tensor
 Hysteresis = float | str | Tensor | None
@@ -59,6 +60,45 @@ def _check_finite(name: str, value: Tensor, counted: Tensor | None) -> None:
         )
 
 
+def hysteresis_setting(name: str, hysteresis: Any = None, alpha_min: Any = None) -> tuple[float | str | None, float | None]:
+    """The hysteresis an objective runs with, from a user's options: ``hysteresis`` (None =
+    the objective's default, a number in [0, 1] or text of one, or ``"adaptive"``) and
+    ``alpha_min`` (only with adaptive hysteresis; default 0.1 there). Returns (α or
+    "adaptive" or None, α_min or None); raises ValueError naming the fix. Hosts' options
+    (the trainer's flags, TRL's and verl's config fields) all go through here.
+
+    >>> hysteresis_setting("a_hpo"), hysteresis_setting("grpo", "0.5"), hysteresis_setting("hpo", "adaptive", 0.2)
+    (('adaptive', 0.1), (0.5, None), ('adaptive', 0.2))
+    """
+    spec = get_objective(name)
+    if isinstance(hysteresis, str) and hysteresis.strip().lower() in ("", "none", "null"):
+        hysteresis = None
+    if isinstance(hysteresis, str) and hysteresis.strip() != "adaptive":
+        try:
+            hysteresis = float(hysteresis)
+        except ValueError:
+            raise ValueError(f"hysteresis must be a number in [0, 1] or 'adaptive'; got '{hysteresis}'.") from None
+    if isinstance(hysteresis, str):
+        hysteresis = "adaptive"
+    elif hysteresis is not None:
+        if isinstance(hysteresis, bool) or not isinstance(hysteresis, (int, float)) or not 0 <= hysteresis <= 1:
+            raise ValueError(f"hysteresis must be in [0, 1] (the weight of negative-advantage updates); got {hysteresis!r}.")
+        hysteresis = float(hysteresis)
+    effective = spec.hysteresis if hysteresis is None else hysteresis
+    if alpha_min is not None:
+        if effective != "adaptive":
+            raise ValueError(
+                f"alpha_min only applies with adaptive hysteresis, and '{name}' runs with "
+                f"{'no hysteresis' if effective is None else f'a fixed alpha of {effective}'}; set hysteresis to "
+                "'adaptive' or drop alpha_min."
+            )
+        if isinstance(alpha_min, bool) or not isinstance(alpha_min, (int, float)) or not 0 <= alpha_min <= 1:
+            raise ValueError(f"alpha_min must be in [0, 1]; got {alpha_min!r}.")
+    elif effective == "adaptive":
+        alpha_min = 0.1
+    return effective, (float(alpha_min) if alpha_min is not None else None)
+
+
 def _resolve_hysteresis(hysteresis: Hysteresis, advantages: Tensor, mask: Tensor, alpha_min: float | None) -> Tensor | None:
     if alpha_min is not None and not (isinstance(hysteresis, str) and hysteresis == "adaptive"):
         raise ValueError(
@@ -101,6 +141,29 @@ def _broadcast_advantages(advantages: Tensor, shape: tuple[int, int], sequence_l
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The validated inputs of one :func:`policy_loss` call, in the dtype the loss is computed in.
+
+    Attributes:
+        spec: the registry entry of the objective.
+        logp: (B, T) log π_θ, 0 at padding; carries the gradient.
+        log_ratio: (B, T) raw δ = logp − old_logp, 0 at padding (clamped later).
+        advantages: (B, T), 0 at padding.
+        mask: (B, T) float 0/1.
+        counted: (B, T) bool, mask != 0.
+        bound: the clamp of δ (and of the KL's log-ratio) for the input dtype.
+    """
+
+    spec: Any
+    logp: Tensor
+    log_ratio: Tensor
+    advantages: Tensor
+    mask: Tensor
+    counted: Tensor
+    bound: float
+
+
 def _prepare(
     name: str,
     logp: Tensor,
@@ -108,8 +171,15 @@ def _prepare(
     advantages: Tensor,
     mask: Tensor,
     check_inputs: bool,
-):
-    """Validate the common inputs; return the spec, δ (raw, masked), A (B, T) and a float mask."""
+    *,
+    ref_logp: Tensor | None = None,
+    is_weights: Tensor | None = None,
+    entropy: Tensor | None = None,
+) -> Prepared:
+    """Validate every tensor input before any computation; return them prepared.
+
+    float16 and bfloat16 inputs are computed in float32 (the gradient flows back in the input
+    dtype), with δ clamped to a bound whose exponential fits that dtype's gradient."""
     spec = get_objective(name)
     _check_tensor("logp", logp)
     if logp.dim() != 2:
@@ -120,23 +190,33 @@ def _prepare(
     _check_tensor("old_logp", old_logp, shape)
     _check_tensor("mask", mask, shape)
     _check_tensor("advantages", advantages)
+    for label, value in (("ref_logp", ref_logp), ("is_weights", is_weights), ("entropy", entropy)):
+        if value is not None:
+            _check_tensor(label, value, shape)
     if check_inputs and not ((mask == 0) | (mask == 1)).all():
         raise ValueError("mask must contain only 0 and 1 (1 = counted completion token, 0 = padding or prompt).")
     counted = mask != 0
-    float_mask = mask.to(logp.dtype)
-    advantages = advantages.detach().to(logp.dtype)
     if check_inputs:
         _check_finite("logp", logp.detach(), counted)
         _check_finite("old_logp", old_logp, counted)
         _check_finite("advantages", advantages, counted if advantages.dim() == 2 else None)
-    advantages = _broadcast_advantages(advantages, shape, spec.level == "sequence", name, float_mask)
+        for label, value in (("ref_logp", ref_logp), ("is_weights", is_weights), ("entropy", entropy)):
+            if value is not None:
+                _check_finite(label, value.detach(), counted)
+        if is_weights is not None and bool(((is_weights < 0) & counted).any()):
+            raise ValueError("is_weights must be >= 0 (importance-sampling correction weights).")
+    bound = log_ratio_bound(logp.dtype)
+    dtype = torch.float32 if logp.dtype in (torch.float16, torch.bfloat16) else logp.dtype
+    logp = logp.to(dtype)
+    float_mask = mask.to(dtype)
+    advantages = _broadcast_advantages(advantages.detach().to(dtype), shape, spec.level == "sequence", name, float_mask)
     # Padding may hold anything (−inf from a masked log-softmax, NaN); zero it so that no NaN
     # reaches the loss or, through a 0·NaN product, the gradient.
-    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
     logp = torch.where(counted, logp, zero)
-    log_ratio = torch.where(counted, logp - old_logp.detach().to(logp.dtype), zero)
+    log_ratio = torch.where(counted, logp - old_logp.detach().to(dtype), zero)
     advantages = torch.where(counted, advantages, zero)
-    return spec, logp, log_ratio, advantages, float_mask, counted
+    return Prepared(spec, logp, log_ratio, advantages, float_mask, counted, bound)
 
 
 def policy_loss(
@@ -218,11 +298,13 @@ def policy_loss(
         >>> sorted(out.metrics)[:3]
         ['adv/neg_frac', 'adv/pos_frac', 'grad_weight/max']
     """
-    spec, logp_safe, raw_log_ratio, adv, float_mask, counted = _prepare(
-        name, logp, old_logp, advantages, mask, check_inputs
-    )
+    prep = _prepare(name, logp, old_logp, advantages, mask, check_inputs,
+                    ref_logp=ref_logp, is_weights=is_weights, entropy=entropy)  # fmt: skip
+    spec, adv, float_mask, counted = prep.spec, prep.advantages, prep.mask, prep.counted
     cfg = spec.make_config(**hyperparameters)
     mode = spec.aggregation if aggregation is None else aggregation
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation '{mode}'; use one of {', '.join(AGGREGATIONS)}.")
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"Unknown kl_estimator '{kl_estimator}'; use one of {', '.join(KL_ESTIMATORS)}.")
     for label, value in (("beta", beta), ("entropy_coef", entropy_coef)):
@@ -235,33 +317,28 @@ def policy_loss(
     if entropy_coef != 0 and entropy is None:
         raise ValueError("entropy_coef != 0 needs entropy, the per-token entropy (B, T); pass it or set entropy_coef=0.")
     alpha = _resolve_hysteresis(spec.hysteresis if hysteresis is None else hysteresis, adv, float_mask, alpha_min)
+    zero = torch.zeros((), dtype=prep.logp.dtype, device=prep.logp.device)
+    if prep.logp.numel() == 0:  # an empty batch (B = 0 or T = 0): nothing to learn from
+        loss = (prep.logp.sum() * 0).to(prep.logp.dtype)
+        return LossOutput(loss=loss, per_token=prep.logp.detach() * 0, metrics={})
 
-    log_ratio, _ = clamp_log_ratio(raw_log_ratio)
-    per_token, metrics = spec.loss(log_ratio, logp_safe, adv, float_mask, cfg)
+    log_ratio, _ = clamp_log_ratio(prep.log_ratio, prep.bound)
+    per_token, metrics = spec.loss(log_ratio, prep.logp, adv, float_mask, cfg)
     if is_weights is not None:
-        _check_tensor("is_weights", is_weights, tuple(logp.shape))
-        is_weights = is_weights.detach().to(per_token.dtype)
-        if check_inputs:
-            _check_finite("is_weights", is_weights, counted)
-            if bool(((is_weights < 0) & counted).any()):
-                raise ValueError("is_weights must be >= 0 (importance-sampling correction weights).")
+        is_weights = torch.where(counted, is_weights.detach().to(per_token.dtype), zero)
         per_token = per_token * torch.where(counted, is_weights, torch.ones((), dtype=per_token.dtype))
-        metrics["is_weight/mean"] = masked_mean(torch.where(counted, is_weights, 0), float_mask)
+        metrics["is_weight/mean"] = masked_mean(is_weights, float_mask)
     if alpha is not None:
         per_token = torch.where(adv < 0, alpha * per_token, per_token)
         metrics["hpo/alpha"] = alpha
 
-    zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
     if ref_logp is not None:
-        _check_tensor("ref_logp", ref_logp, tuple(logp.shape))
-        if check_inputs:
-            _check_finite("ref_logp", ref_logp, counted)
-        kl = kl_penalty(logp_safe, torch.where(counted, ref_logp.detach().to(logp.dtype), zero), kl_estimator)
+        ref = torch.where(counted, ref_logp.detach().to(per_token.dtype), zero)
+        kl = kl_penalty(prep.logp, ref, kl_estimator, bound=prep.bound)
         if beta > 0:
             per_token = per_token + beta * kl
         metrics[f"kl/{kl_estimator}"] = masked_mean(kl.detach(), float_mask)
     if entropy is not None:
-        _check_tensor("entropy", entropy, tuple(logp.shape))
         entropy = torch.where(counted, entropy.to(per_token.dtype), zero)
         if entropy_coef != 0:
             per_token = per_token - entropy_coef * entropy
@@ -278,7 +355,7 @@ def policy_loss(
         max_length=max_length,
     )
     with torch.no_grad():
-        metrics.update(_common_metrics(spec, raw_log_ratio, log_ratio, adv, float_mask, cfg, alpha))
+        metrics.update(_common_metrics(spec, prep.log_ratio, log_ratio, adv, float_mask, cfg, alpha))
     return LossOutput(loss=loss, per_token=per_token, metrics={k: v.detach() for k, v in metrics.items()})
 
 

@@ -63,8 +63,9 @@ class ObjectiveGRPOConfig(GRPOConfig):
     objective_aggregation: str | None = dataclasses.field(
         default=None, metadata={"help": "Aggregation mode; None = the objective's default."}
     )
-    objective_hysteresis: Any = dataclasses.field(
-        default=None, metadata={"help": "Weight of A<0 completions: float, 'adaptive' or None (objective default)."}
+    # Text on the command line ("0.6", "adaptive"): HfArgumentParser cannot parse a union type.
+    objective_hysteresis: str | None = dataclasses.field(
+        default=None, metadata={"help": "Weight of A<0 completions: a number in [0, 1], 'adaptive' or None (objective default)."}
     )
     objective_alpha_min: float | None = dataclasses.field(
         default=None, metadata={"help": "Lower bound of the adaptive hysteretic weight (A-HPO)."}
@@ -101,6 +102,12 @@ class ObjectiveGRPOConfig(GRPOConfig):
         self.objective_hyperparameters = merge_hyperparameters(
             self.objective, dict(self.objective_hyperparameters), self._translated(), "TRL's GRPOConfig fields"
         )
+        # Validated and normalised here, at construction: a float, "adaptive" or None, and α_min.
+        hysteresis, alpha_min = mhpo.hysteresis_setting(self.objective, self.objective_hysteresis, self.objective_alpha_min)
+        if self.objective_hysteresis is not None:
+            self.objective_hysteresis = hysteresis
+        if self.objective_alpha_min is not None:
+            self.objective_alpha_min = alpha_min
         if self.objective_aggregation is not None and self.objective_aggregation not in mhpo.AGGREGATIONS:
             raise ValueError(f"objective_aggregation must be one of {mhpo.AGGREGATIONS}; got '{self.objective_aggregation}'.")
 

@@ -221,3 +221,23 @@ def test_trl_recipe_builds_a_valid_config(monkeypatch):
     from accelerate.commands.config.config_args import ClusterConfig
 
     assert ClusterConfig.from_yaml_file(str(ROOT / "examples" / "accelerate_ddp.yaml")).num_processes == 8
+    # The docstring's own command for another objective (it failed with "invalid Any value").
+    cpu = ["--output_dir", "/tmp/unused", "--use_cpu", "true", "--bf16", "false"]
+    _, config = module.build_config(cpu + ["--objective", "a_hpo", "--objective_hysteresis", "adaptive"])
+    assert (config.objective, config.objective_hysteresis) == ("a_hpo", "adaptive")
+    _, config = module.build_config(cpu + ["--objective", "grpo", "--objective_hysteresis", "0.6"])
+    assert config.objective_hysteresis == 0.6
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"objective": "grpo", "objective_alpha_min": 0.3}, "alpha_min only applies with adaptive hysteresis"),
+        ({"objective": "grpo", "objective_hysteresis": "1.5"}, "hysteresis must be in \\[0, 1\\]"),
+        ({"objective": "hpo", "objective_hysteresis": "adaptve"}, "hysteresis must be a number in \\[0, 1\\] or 'adaptive'"),
+        ({"objective": "a_hpo", "objective_alpha_min": 2.0}, "alpha_min must be in \\[0, 1\\]"),
+    ],
+)
+def test_trl_config_validates_hysteresis_at_construction(options, message):
+    with pytest.raises(ValueError, match=message):
+        ObjectiveGRPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, **options)

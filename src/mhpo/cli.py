@@ -40,8 +40,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.config import config_from_args
     from .train.trainer import Trainer
 
-    cfg = config_from_args(args, args.config)
     try:
+        cfg = config_from_args(args, args.config)
         Trainer(cfg).train()
     except ValueError as error:
         raise SystemExit(f"mhpo train: {error}") from None
@@ -53,8 +53,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .study.compare import compare
     from .train.config import config_from_args
 
-    cfg = config_from_args(args, args.config)
     try:
+        cfg = config_from_args(args, args.config)
         compare(cfg, args.objectives, args.seeds, args.out, jobs=args.jobs, threshold=args.threshold)
     except ValueError as error:
         raise SystemExit(f"mhpo compare: {error}") from None
@@ -80,10 +80,46 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    import json
+# What `mhpo eval --run DIR` takes from the command line over the run's own configuration:
+# how and on what to evaluate. The model's shape comes from the checkpoint; training options
+# have no effect on an evaluation, so they are refused rather than ignored.
+EVAL_OPTIONS = (
+    "task", "num_numbers", "max_number", "max_target", "operators", "format_reward", "num_operands", "max_operand",
+    "answer_format", "data_path", "eval_data_path", "prompt_field", "answer_field", "reward_fn",
+    "temperature", "top_p", "max_new_tokens", "eval_size", "eval_k", "seed", "threads", "dtype", "cache_dir",
+)  # fmt: skip
+
+
+def _run_config(run: pathlib.Path, given: dict):
+    """A run's saved configuration with its relative paths found (next to the run, or from
+    here) and the evaluation options given on the command line applied."""
+    import dataclasses
 
     import yaml
+
+    from .train.config import TrainConfig
+
+    if not (run / "config.yaml").exists():
+        raise ValueError(f"{run} has no config.yaml; pass a run directory written by mhpo train.")
+    cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    refused = sorted(set(given) - set(EVAL_OPTIONS))
+    if refused:
+        raise ValueError(
+            f"with --run, {', '.join('--' + k.replace('_', '-') for k in refused)} cannot apply: the model comes from the "
+            "run's checkpoint and training options do not change an evaluation. Options that do: "
+            + ", ".join("--" + k.replace("_", "-") for k in EVAL_OPTIONS) + "."
+        )
+    paths = {}
+    for name in ("data_path", "eval_data_path", "model"):
+        value = getattr(cfg, name)
+        if value and name not in given and not pathlib.Path(value).is_absolute():
+            beside = run / value
+            paths[name] = str(beside) if beside.exists() else value
+    return dataclasses.replace(cfg, **paths, **given).validate()
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
 
     from .train.checkpoint import load_latest
     from .train.config import TrainConfig, config_from_args
@@ -92,27 +128,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .train.trainer import build_task, model_config, warmstart_config
     from .train.warmstart import warm_start
 
-    if args.run:
-        run = pathlib.Path(args.run)
-        if not (run / "config.yaml").exists():
-            raise SystemExit(f"mhpo eval: {run} has no config.yaml; pass a run directory written by mhpo train.")
-        cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-        policy = load_policy(model_config(cfg))
-        state = load_latest(run / "checkpoints")
-        if state is None:
-            raise SystemExit(f"mhpo eval: no checkpoint in {run / 'checkpoints'}.")
-        policy.model.load_state_dict(state["model"])
-        source = f"{run} at step {state['step']}"
-    else:
-        cfg = config_from_args(args, args.config)
-        policy = load_policy(model_config(cfg))
-        warm_start(policy, build_task(cfg), warmstart_config(cfg), cfg.cache_dir)
-        source = f"{cfg.model} after its warm start" if cfg.warmstart_steps_value() else cfg.model
-    task = build_task(cfg)
-    problems = task.problems("eval", args.size or cfg.eval_size, seed=0)
-    result = evaluate(policy, task, problems, k=args.k or cfg.eval_k, temperature=cfg.temperature or 1.0,
+    given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
+    try:
+        if args.run:
+            run = pathlib.Path(args.run)
+            cfg = _run_config(run, given)
+            task = build_task(cfg)
+            policy = load_policy(model_config(cfg))
+            state = load_latest(run / "checkpoints")
+            if state is None:
+                raise ValueError(f"no checkpoint in {run / 'checkpoints'}.")
+            policy.model.load_state_dict(state["model"])
+            source = f"{run} at step {state['step']}"
+        else:
+            cfg = config_from_args(args, args.config).validate()
+            task = build_task(cfg)
+            policy = load_policy(model_config(cfg))
+            warm_start(policy, task, warmstart_config(cfg), cfg.cache_dir)
+            source = f"{cfg.model} after its warm start" if cfg.warmstart_steps_value() else cfg.model
+    except ValueError as error:
+        raise SystemExit(f"mhpo eval: {error}") from None
+    # A separate evaluation file is evaluated whole unless --size says otherwise.
+    size = args.size or (sys.maxsize if "eval_data_path" in given else cfg.eval_size)
+    problems = task.problems("eval", size, seed=0)
+    k = args.k or cfg.eval_k
+    result = evaluate(policy, task, problems, k=k, temperature=cfg.temperature or 1.0,
                       top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)  # fmt: skip
-    output = {"source": source, "problems": len(problems), "k": args.k or cfg.eval_k, **result}
+    output = {"source": source, "problems": len(problems), "k": k, **result}
     if args.show:
         from .train.rollout import generate
 
@@ -126,6 +168,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ]
     print(json.dumps(output, indent=2))
     return 0
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,11 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
     rep.set_defaults(func=_cmd_report)
 
-    ev = sub.add_parser("eval", help="held-out greedy accuracy and avg@k of a run's latest checkpoint or a warm start")
+    ev = sub.add_parser("eval", help="held-out greedy accuracy and avg@k of a run's latest checkpoint or a warm start",
+                        description="With --run, the run's configuration and latest checkpoint; the evaluation "
+                        "options below (task, data, sampling, sizes) override the run's.")  # fmt: skip
     ev.add_argument("--run", help="run directory (uses its config.yaml and latest checkpoint)")
-    ev.add_argument("--size", type=int, help="held-out problems (default: the run's eval_size)")
-    ev.add_argument("--k", type=int, help="samples per problem for avg@k (default: the run's eval_k)")
-    ev.add_argument("--show", type=int, default=0, metavar="N",
+    ev.add_argument("--size", type=_count(1), help="held-out problems (default: the run's eval_size; "
+                    "all rows of --eval-data-path when that is given)")  # fmt: skip
+    ev.add_argument("--k", type=_count(1), help="samples per problem for avg@k (default: the run's eval_k)")
+    ev.add_argument("--show", type=_count(0), default=0, metavar="N",
                     help="also list the first N problems with their greedy completion and reward")  # fmt: skip
     ev.add_argument("--config", help="YAML file of options (without --run)")
     add_config_arguments(ev)

@@ -68,10 +68,37 @@ def _run_one(config: dict[str, Any]) -> tuple[str, float]:
         if int(done.read_text().split()[0]) >= cfg.steps:
             return cfg.output_dir, 0.0
         done.unlink()
-    cfg.resume = (directory / "checkpoints").exists()
+    cfg.resume = True  # continue what is there (compare checked it is this configuration), else start
     start = time.perf_counter()
     Trainer(cfg, log=lambda *args: None).train()
     return cfg.output_dir, time.perf_counter() - start
+
+
+def check_existing_runs(configs: list[TrainConfig]) -> None:
+    """Refuse, before any work, to continue runs that were made with other options: a study
+    rerun with another task or learning rate must not silently reuse the old runs. More steps
+    than a run has are allowed (it is extended); fewer are not (it would be reported as is)."""
+    import yaml
+
+    from ..train.config import RESUMABLE
+
+    problems = []
+    for cfg in configs:
+        saved_path = pathlib.Path(cfg.output_dir) / "config.yaml"
+        if not saved_path.exists():
+            continue
+        saved = yaml.safe_load(saved_path.read_text())
+        changes = cfg.changes_from(saved)
+        if int(saved.get("steps", 0)) > cfg.steps:
+            changes.append(f"steps: saved {saved['steps']}, now {cfg.steps} (a run is extended, never cut)")
+        problems += [f"{cfg.output_dir}: {change}" for change in changes]
+    if problems:
+        raise ValueError(
+            f"the study directory already holds runs made with other options (only {', '.join(RESUMABLE)} may "
+            "change, steps only upwards):\n    " + "\n    ".join(problems[:20])
+            + (f"\n    ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+            + "\n  Use another --out for this study, or rerun with the original options."
+        )
 
 
 def record_invocation(study: str | pathlib.Path, wall_s: float, **fields: Any) -> None:
@@ -121,10 +148,6 @@ def compare(
         raise ValueError("--seeds must be >= 1.")
     base.validate()
     start = time.perf_counter()
-    # The warm start is trained (or found in the cache) once, here, before any worker starts.
-    policy = load_policy(model_config(base), seed=0)
-    warm_start(policy, build_task(base), warmstart_config(base), base.cache_dir, log=log)
-    del policy
     configs = []
     for (name, hp), variant in zip(parsed, variants):
         objective_hp, options = split_options(hp)
@@ -133,8 +156,13 @@ def compare(
                 base, objective=name, hp={**base.hp, **objective_hp}, seed=seed, **options,
                 output_dir=str(run_directory(out, variant, seed)), progress=False, threads=1 if jobs > 1 else base.threads,
             )  # fmt: skip
-            cfg.validate()
-            configs.append(cfg.to_dict())
+            configs.append(cfg.validate())
+    check_existing_runs(configs)
+    configs = [cfg.to_dict() for cfg in configs]
+    # The warm start is trained (or found in the cache) once, here, before any worker starts.
+    policy = load_policy(model_config(base), seed=0)
+    warm_start(policy, build_task(base), warmstart_config(base), base.cache_dir, log=log)
+    del policy
     log(f"compare: {len(configs)} runs ({len(variants)} objectives x {seeds} seeds), {jobs} at a time")
     results = run_parallel(_run_one, configs, jobs) if jobs > 1 else map(_run_one, configs)
     for done, (directory, seconds) in enumerate(results, 1):

@@ -57,7 +57,8 @@ def load_run(directory: str | pathlib.Path) -> Run | None:
 
 
 def find_runs(paths: list[str | pathlib.Path]) -> list[Run]:
-    """Runs in the given directories or anywhere below them, or in CSV files from `export_csv`."""
+    """Runs in the given directories or anywhere below them, or in CSV files from `export_csv`,
+    labelled by every option that differs between them (`label_runs`)."""
     runs = []
     for path in paths:
         path = pathlib.Path(path)
@@ -68,7 +69,44 @@ def find_runs(paths: list[str | pathlib.Path]) -> list[Run]:
             raise ValueError(f"{path} does not exist; give run directories, a study directory or a runs.csv file.")
         candidates = [path] if (path / "config.yaml").exists() else sorted(p.parent for p in path.rglob("config.yaml"))
         runs += [run for run in (load_run(c) for c in candidates) if run is not None]
+    label_runs(runs)
     return runs
+
+
+def distinguishing_options(runs: list[Run]) -> list[str]:
+    """The options (besides objective, its variant options and seed) whose values differ
+    between the runs read from directories: a run's identity is its whole configuration."""
+    from ..train.config import NOT_IDENTITY, TrainConfig
+
+    full = [TrainConfig.from_dict(r.config).with_absolute_paths().to_dict() for r in runs if r.directory.suffix != ".csv"]
+    shown = {"objective", "hp", "seed", *VARIANT_OPTIONS, *NOT_IDENTITY}
+    return [k for k in (full[0] if full else {}) if k not in shown and len({repr(c[k]) for c in full}) > 1]
+
+
+def label_runs(runs: list[Run]) -> list[str]:
+    """Extend each directory run's label by the options that tell it apart from the others,
+    e.g. ``grpo (lr=0.001)``; return those options. Two runs with the same label and seed are
+    the same configuration twice: refused, since a report row would silently take one."""
+    options = distinguishing_options(runs)
+    for run in runs:
+        if options and run.directory.suffix != ".csv":
+            values = {k: run.config.get(k, _default(k)) for k in options}
+            run.label = f"{run_label(run.config)} ({', '.join(f'{k}={v}' for k, v in values.items())})"
+    seen: dict[tuple[str, int], Run] = {}
+    for run in runs:
+        other = seen.setdefault((run.label, run.seed), run)
+        if other is not run:
+            raise ValueError(
+                f"{other.directory} and {run.directory} are both `{run.label}` with seed {run.seed}: the same "
+                "configuration twice. Report them separately, or pass only one of them."
+            )
+    return options
+
+
+def _default(name: str) -> Any:
+    from ..train.config import TrainConfig
+
+    return getattr(TrainConfig(), name)
 
 
 # Per-step metrics kept in the compact CSV: what the report's tables and plots read, plus a
@@ -124,7 +162,8 @@ def load_csv(path: str | pathlib.Path) -> list[Run]:
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line}: {error}") from None
             if key not in runs:
-                runs[key] = Run(key[0], key[1], path, {"objective": key[0].split("@")[0], "seed": key[1]}, [])
+                objective = key[0].split("@")[0].split(" ")[0]
+                runs[key] = Run(key[0], key[1], path, {"objective": objective, "seed": key[1]}, [])
             runs[key].records.append(record)
     return list(runs.values())
 
@@ -212,7 +251,7 @@ def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] |
     seeds = sorted({r.seed for r in runs})
     start = [s["accuracy_start"] for rows in summaries.values() for s in rows]
     lines = [
-        f"{len(runs)} runs: {len(labels)} objectives x seeds {', '.join(map(str, seeds))}. "
+        f"{len(runs)} runs: {len(labels)} configurations x seeds {', '.join(map(str, seeds))}. "
         f"Values are mean ± 95% interval over seeds (t distribution). Warm-start held-out accuracy "
         f"(greedy, before RL): {format_ci(start, 3)}. Steps to threshold: first step whose 5-step running "
         f"mean reward reaches {threshold} (n/a if never; runs that never reach it are left out of the mean).",
@@ -267,6 +306,10 @@ def build_report(
     lines = [f"# {title}", ""]
     if notes:
         lines += [notes, ""]
+    differing = distinguishing_options(runs)
+    if differing:
+        lines += [f"The runs differ in {', '.join(f'`{k}`' for k in differing)} besides the objective: each "
+                  "configuration is its own row.", ""]  # fmt: skip
     lines += [summary_table(runs, threshold=threshold, order=order)]
 
     images = plot_runs(by_label, labels, out)

@@ -4,37 +4,79 @@ half-written file that would be loaded."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import re
+import shutil
+import sys
 from typing import Any
 
 import torch
 
 _NAME = re.compile(r"^step-(\d{6,})\.pt$")
+_TEMPORARY = ".step-*.pt.tmp-*"
+MiB = 2**20
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint state: about the size of its file."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def _step(path: pathlib.Path) -> int:
+    return int(_NAME.match(path.name).group(1))
 
 
 def save_checkpoint(directory: str | pathlib.Path, step: int, state: dict[str, Any], keep: int = 2) -> pathlib.Path:
+    """Write ``step-NNNNNN.pt`` atomically, then keep the ``keep`` newest checkpoints up to
+    this step. Checkpoints of later steps (left by an earlier, longer timeline) are not
+    retention's to delete: this step's write is what is known to be good."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # Temporaries of a process killed mid-write (a second writer is excluded by the run lock):
+    # removed first, so that a full disk they helped fill does not fail this write too.
+    for stale in directory.glob(_TEMPORARY):
+        stale.unlink(missing_ok=True)
     path = directory / f"step-{step:06d}.pt"
+    need = state_bytes(state) + MiB
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise ValueError(_no_space(directory, need, free))
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ValueError(_no_space(directory, need, shutil.disk_usage(directory).free)) from None
+        raise
     os.replace(tmp, path)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
-    for old in list_checkpoints(directory)[:-keep]:
+    written = [p for p in list_checkpoints(directory) if _step(p) <= step]
+    for old in written[:-keep]:
         old.unlink(missing_ok=True)
-    for stale in directory.glob(".step-*.pt.tmp-*"):  # left by a process killed mid-write
-        if not stale.name.endswith(f"-{os.getpid()}"):
-            stale.unlink(missing_ok=True)
     return path
+
+
+def _no_space(directory: pathlib.Path, need: int, free: int) -> str:
+    return (
+        f"not enough disk space for a checkpoint in {directory}: it needs about {need / MiB:.0f} MiB and "
+        f"{free / MiB:.0f} MiB are free. Free some space, then rerun with --resume (the previous checkpoint is intact)."
+    )
 
 
 def list_checkpoints(directory: str | pathlib.Path) -> list[pathlib.Path]:
@@ -46,11 +88,22 @@ def list_checkpoints(directory: str | pathlib.Path) -> list[pathlib.Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_latest(directory: str | pathlib.Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads; a corrupt file is skipped with a warning."""
+def load_latest(directory: str | pathlib.Path, log=None) -> dict[str, Any] | None:
+    """The newest checkpoint that loads (a damaged newer one is skipped with a warning); None
+    when there is no checkpoint. When there are checkpoints but none loads, ValueError: a
+    resume must not silently start over."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    unreadable = []
     for path in reversed(list_checkpoints(directory)):
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:  # a damaged file: fall back to the previous one
-            print(f"warning: skipping unreadable checkpoint {path}: {error}")
+            unreadable.append(path)
+            log(f"warning: skipping unreadable checkpoint {path}: {str(error)[:200]}")
+    if unreadable:
+        raise ValueError(
+            f"no checkpoint in {directory} can be read ({', '.join(p.name for p in unreadable)} are damaged), so the "
+            "run cannot resume. Restore them from a backup, or move the run directory away and start a new run; "
+            "nothing was changed."
+        )
     return None

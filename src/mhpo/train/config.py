@@ -6,12 +6,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import pathlib
 import types
 import typing
 from typing import Any
 
 import mhpo
+
+TASKS = ("countdown", "arithmetic", "userdata")
+DTYPES = ("float32", "bfloat16")
+
+# Options that do not change what a run trains or measures: where it writes, how it shows
+# progress, how often it saves. A report does not tell runs apart by them.
+NOT_IDENTITY = ("output_dir", "resume", "progress", "threads", "tensorboard", "cache_dir", "checkpoint_every", "eval_every")
+# What a resumed run may change: the above, and more steps (to extend it).
+RESUMABLE = (*NOT_IDENTITY, "steps")
 
 # Trainer-side defaults that belong to an objective's recipe (DAPO's dynamic sampling and
 # overlong shaping); a value the user sets explicitly always wins.
@@ -52,6 +62,7 @@ class TrainConfig:
     max_operand: int = _field(20, "arithmetic: operands are drawn from 0..max_operand")
     answer_format: str = _field("tag", "arithmetic: 'tag' (integer inside <answer></answer>) or 'number' (last integer counts)")
     data_path: str = _field("", "userdata: .jsonl/.parquet file or dataset name/directory")
+    eval_data_path: str = _field("", "userdata: a separate held-out file (default: 10% of --data-path's rows)")
     prompt_field: str = _field("prompt", "userdata: prompt column")
     answer_field: str = _field("answer", "userdata: answer column")
     reward_fn: str = _field("", "userdata: reward function module:function (default: math-verify)")
@@ -84,7 +95,7 @@ class TrainConfig:
     lr: float = _field(1e-4, "AdamW learning rate")
     weight_decay: float = _field(0.0, "AdamW weight decay")
     warmup_steps: int = _field(4, "linear learning-rate warm-up, in optimizer steps")
-    max_grad_norm: float = _field(1.0, "gradient clipping norm (the norm before clipping is logged)")
+    max_grad_norm: float = _field(1.0, "gradient clipping norm, > 0 (inf = no clipping; the norm before clipping is logged)")
     # DAPO options (None = the objective's preset)
     dynamic_sampling: bool | None = _field(None, "drop groups with equal rewards and sample more prompts")
     dynamic_sampling_rounds: int = _field(4, "most sampling rounds per step with dynamic sampling")
@@ -116,14 +127,8 @@ class TrainConfig:
         return self.batch_size // self.group_size
 
     def hysteresis_value(self) -> float | str | None:
-        if self.hysteresis is None:
-            return None
-        if self.hysteresis == "adaptive":
-            return "adaptive"
-        try:
-            return float(self.hysteresis)
-        except ValueError:
-            raise ValueError(f"hysteresis must be a number in [0, 1] or 'adaptive'; got '{self.hysteresis}'.") from None
+        """The user's ``--hysteresis`` as a number or "adaptive"; None when not set."""
+        return None if self.hysteresis is None else mhpo.hysteresis_setting(self.objective, self.hysteresis)[0]
 
     def warmstart_steps_value(self) -> int:
         """SFT steps of the warm start: the tiny model starts from random weights and needs one
@@ -151,27 +156,52 @@ class TrainConfig:
             (self.steps >= 1, f"steps must be >= 1; got {self.steps}."),
             (1 <= self.minibatches <= max(self.batch_size, 1), "minibatches must be in 1..batch_size."),
             (self.micro_batch_size >= 1, "micro_batch_size must be >= 1."),
-            (self.lr > 0, "lr must be > 0."),
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1."),
-            (0 <= self.temperature, "temperature must be >= 0 (0 = greedy)."),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]."),
-            (self.task in ("countdown", "arithmetic", "userdata"), f"unknown task '{self.task}'; use countdown, arithmetic or userdata."),
+            (self.task in TASKS, f"unknown task '{self.task}'; use {', '.join(TASKS)}."),
             (self.task != "userdata" or bool(self.data_path), "task userdata needs --data-path."),
+            (not self.eval_data_path or self.task == "userdata", "--eval-data-path is for --task userdata."),
             (self.kl_estimator in ("k1", "k2", "k3"), "kl_estimator must be k1, k2 or k3."),
-            (self.beta >= 0, "beta must be >= 0."),
             (self.aggregation is None or self.aggregation in mhpo.AGGREGATIONS, f"unknown aggregation '{self.aggregation}'."),
             (self.advantage_scale in (None, "group", "batch", "none"), f"unknown advantage_scale '{self.advantage_scale}'."),
-            (self.eval_size >= 1 and self.eval_k >= 1, "eval_size and eval_k must be >= 1."),
-            (self.preset("overlong_buffer") < self.max_new_tokens, "overlong_buffer must be smaller than max_new_tokens."),
-            (self.warmstart_steps is None or self.warmstart_steps >= 0, "warmstart_steps must be >= 0."),
+            (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}; got '{self.dtype}'."),
+            (self.answer_format in ("tag", "number"), f"answer_format must be 'tag' or 'number'; got '{self.answer_format}'."),
         ]
         problems += [message for ok, message in checks if not ok]
+        problems += _range_problems(self)
+        if not problems:  # the overlong buffer is only meaningful once both numbers are valid
+            if self.preset("overlong_buffer") >= self.max_new_tokens:
+                problems.append("overlong_buffer must be smaller than max_new_tokens.")
+            problems += self._hysteresis_problems()
         if problems:
             raise ValueError("invalid training configuration:\n  - " + "\n  - ".join(problems))
-        hysteresis = self.hysteresis_value()
-        if isinstance(hysteresis, float) and not 0 <= hysteresis <= 1:
-            raise ValueError(f"hysteresis must be in [0, 1]; got {hysteresis}.")
         return self
+
+    def _hysteresis_problems(self) -> list[str]:
+        """The hysteresis options the library would reject."""
+        try:
+            mhpo.hysteresis_setting(self.objective, self.hysteresis, self.alpha_min)
+        except ValueError as error:
+            return [str(error).replace("alpha_min", "--alpha-min").replace("set hysteresis", "add --hysteresis")]
+        return []
+
+    def with_absolute_paths(self) -> TrainConfig:
+        """The same configuration with its file paths made absolute, so that the saved
+        config.yaml still names the same files from another working directory."""
+        paths = {name: str(pathlib.Path(getattr(self, name)).expanduser().resolve())
+                 for name in ("data_path", "eval_data_path", "cache_dir") if getattr(self, name)}  # fmt: skip
+        if paths.get("data_path") and not pathlib.Path(paths["data_path"]).exists():
+            del paths["data_path"]  # a dataset name, not a file
+        if self.model not in ("tiny", "smollm2-135m") and pathlib.Path(self.model).expanduser().exists():
+            paths["model"] = str(pathlib.Path(self.model).expanduser().resolve())
+        return dataclasses.replace(self, **paths)
+
+    def changes_from(self, saved: dict[str, Any], allowed: tuple[str, ...] = RESUMABLE) -> list[str]:
+        """Each option (outside ``allowed``) whose value differs from the saved configuration,
+        as 'option: saved X, now Y'."""
+        before = TrainConfig.from_dict(saved).with_absolute_paths().to_dict()
+        now = self.with_absolute_paths().to_dict()
+        return [f"{name}: saved {before[name]!r}, now {now[name]!r}"
+                for name in now if name not in allowed and before[name] != now[name]]  # fmt: skip
 
     # ---- (de)serialisation ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -185,17 +215,141 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"unknown training option '{key}'.{hint}")
-        return cls(**values)
+        hints = typing.get_type_hints(cls)
+        return cls(**{key: coerce(key, value, hints[key]) for key, value in values.items()})
 
     @classmethod
     def from_yaml(cls, path: str | pathlib.Path, **overrides: Any) -> TrainConfig:
         import yaml
 
-        values = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist; check the --config path.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise ValueError(f"config file {path} is not valid YAML{line}: {getattr(error, 'problem', error)}.") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a mapping of option: value.")
         values.update(overrides)
         return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()})
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# Every numeric option's valid range: (field, test, what it must be). Checked before any work,
+# so that e.g. a negative clipping norm cannot train by gradient ascent.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("lr", lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    ("warmstart_lr", lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    ("weight_decay", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("beta", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = no KL term)"),
+    ("entropy_coef", _finite, "a finite number"),
+    ("format_reward", _finite, "a finite number"),
+    ("temperature", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = greedy)"),
+    ("top_p", lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]"),
+    ("max_grad_norm", lambda v: v == math.inf or (_finite(v) and v > 0), "a number > 0, or inf for no clipping"),
+    ("alpha_min", lambda v: v is None or (_finite(v) and 0 <= v <= 1), "in [0, 1]"),
+    ("threads", lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    ("checkpoint_every", lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
+    ("eval_every", lambda v: v >= 0, "an integer >= 0 (0 = only at start and end)"),
+    ("dynamic_sampling_rounds", lambda v: v >= 1, "an integer >= 1"),
+    ("warmup_steps", lambda v: v >= 0, "an integer >= 0"),
+    ("warmstart_steps", lambda v: v is None or v >= 0, "an integer >= 0"),
+    ("warmstart_batch", lambda v: v >= 1, "an integer >= 1"),
+    ("warmstart_examples", lambda v: v >= 1, "an integer >= 1"),
+    ("eval_size", lambda v: v >= 1, "an integer >= 1"),
+    ("eval_k", lambda v: v >= 1, "an integer >= 1"),
+    ("overlong_buffer", lambda v: v is None or v >= 0, "an integer >= 0 (0 = off)"),
+    ("seed", lambda v: v >= 0, "an integer >= 0"),
+    ("hidden_size", lambda v: v >= 1, "an integer >= 1"),
+    ("num_layers", lambda v: v >= 1, "an integer >= 1"),
+    ("num_heads", lambda v: v >= 1, "an integer >= 1"),
+    ("intermediate_size", lambda v: v >= 1, "an integer >= 1"),
+    ("num_numbers", lambda v: v >= 2, "an integer >= 2"),
+    ("max_number", lambda v: v >= 1, "an integer >= 1"),
+    ("max_target", lambda v: v >= 1, "an integer >= 1"),
+    ("num_operands", lambda v: v >= 2, "an integer >= 2"),
+    ("max_operand", lambda v: v >= 1, "an integer >= 1"),
+]
+
+
+def _range_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    for name, ok, requirement in _RANGES:
+        value = getattr(cfg, name)
+        try:
+            valid = bool(ok(value))
+        except TypeError:  # a value of the wrong type, e.g. text given in Python
+            valid = False
+        if not valid:
+            problems.append(f"--{name.replace('_', '-')} must be {requirement}; got {value!r}.")
+    return problems
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def coerce(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the type of field ``name``, or a ValueError naming the key. YAML reads
+    ``3e-4`` as a string and ``"false"`` is a string, so text is converted where it is
+    unambiguous; anything else of the wrong type is refused rather than passed on."""
+    kind = _base_type(annotation)
+    optional = kind is not annotation
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"option '{name}' cannot be empty (null); give a {kind.__name__}.")
+
+    def refuse() -> ValueError:
+        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "text", dict: "a mapping"}
+        return ValueError(f"option '{name}' must be {wanted.get(kind, kind.__name__)}; got {value!r} ({type(value).__name__}).")
+
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise refuse()
+    if kind is int:
+        if isinstance(value, bool):
+            raise refuse()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise refuse() from None
+        raise refuse()
+    if kind is float:
+        if isinstance(value, bool):
+            raise refuse()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise refuse() from None
+        raise refuse()
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. ``hysteresis: 0.6`` or ``operators: 1``
+        raise refuse()
+    if kind is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise refuse()
+    return value
 
 
 def _base_type(annotation: Any) -> type:

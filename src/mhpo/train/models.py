@@ -161,12 +161,49 @@ def _pretrained(config: ModelConfig) -> Policy:
     return Policy(model, HFTokenizer(tokenizer), config)
 
 
+def check_model_source(name: str) -> None:
+    """Fail at once, with the fix, when ``--model`` names nothing that can be loaded: a missing
+    directory, a directory that is not a Hugging Face model, or a hub id that is neither cached
+    nor downloadable (offline, or no network: the hub client would retry for about a minute)."""
+    if name == "tiny":
+        return
+    if name == SMOLLM2:
+        smollm2_path()
+        return
+    path = pathlib.Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model {name} is not a Hugging Face model directory (it has no config.json).")
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.suffix:
+        raise ValueError(f"--model {name}: no such directory; give a Hugging Face model directory, 'tiny' or '{SMOLLM2}'.")
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot_download(name, local_files_only=True)
+        return  # in the local Hugging Face cache
+    except Exception:
+        pass
+    fix = f"download it where there is a network and pass its directory, or use 'tiny' or '{SMOLLM2}'"
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"--model {name} is not a local directory nor in the Hugging Face cache, and the hub is "
+                         f"offline (HF_HUB_OFFLINE=1); {fix}.")  # fmt: skip
+    import socket
+    import urllib.parse
+
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        raise ValueError(f"--model {name} is not a local directory nor in the Hugging Face cache, and the hub "
+                         f"({host}) cannot be reached from here; {fix}.") from None  # fmt: skip
+
+
 def load_policy(config: ModelConfig, seed: int = 0) -> Policy:
     """Build or load the policy named by ``config.name``."""
     if config.name == "tiny":
         return _tiny(config, seed)
-    if config.name != SMOLLM2 and not pathlib.Path(config.name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(f"model '{config.name}' is not a local directory and the hub is offline.")
+    check_model_source(config.name)
     return _pretrained(config)
 
 

@@ -37,6 +37,11 @@ class CharTokenizer:
         return "".join(_CHARS[i - _SPECIAL] for i in ids if i >= _SPECIAL and i - _SPECIAL < len(_CHARS))
 
     def prompt_ids(self, problem: Problem) -> list[int]:
+        if "messages" in problem.data:
+            raise ValueError(
+                "conversational prompts (lists of messages) need a chat model with a chat template; "
+                "use --model with a pretrained chat model, or give prompts as text."
+            )
         return [BOS] + self.encode(problem.prompt)
 
     def state(self) -> dict:
@@ -68,10 +73,16 @@ class HFTokenizer:
         return self.tok.decode(ids, skip_special_tokens=True)
 
     def prompt_ids(self, problem: Problem) -> list[int]:
+        messages = problem.data.get("messages")
         if getattr(self.tok, "chat_template", None):
-            messages = [{"role": "user", "content": problem.instruction}]
+            messages = messages or [{"role": "user", "content": problem.instruction}]
             text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             return self.encode(text)
+        if messages:
+            raise ValueError(
+                "conversational prompts (lists of messages) need a tokenizer with a chat template; "
+                "this model's has none: give prompts as text or use a chat model."
+            )
         prefix = [self.bos_id] if self.bos_id is not None else []
         return prefix + self.encode(problem.prompt)
 

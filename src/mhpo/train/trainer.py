@@ -27,11 +27,12 @@ import mhpo
 
 from ..tasks import Arithmetic, ArithmeticConfig, Countdown, CountdownConfig, UserData, UserDataConfig
 from .checkpoint import list_checkpoints, load_latest, save_checkpoint
-from .config import TrainConfig
+from .config import RESUMABLE, TrainConfig
 from .evaluate import evaluate
-from .models import ModelConfig, Policy, load_policy
+from .models import ModelConfig, Policy, check_model_source, load_policy
 from .rollout import Rollout, generate, pack
-from .runlog import MetricsLog, TensorBoardLog, atomic_write_text
+from .rundir import RunDirectory
+from .runlog import MetricsLog, TensorBoardLog, atomic_write_text, read_metrics
 from .warmstart import WarmStartConfig, warm_start
 
 Tensor = torch.Tensor
@@ -44,7 +45,8 @@ def build_task(cfg: TrainConfig):
                                          format_reward=cfg.format_reward))  # fmt: skip
     if cfg.task == "arithmetic":
         return Arithmetic(ArithmeticConfig(cfg.num_operands, cfg.max_operand, cfg.operators.replace("/", ""), cfg.answer_format))
-    return UserData(UserDataConfig(cfg.data_path, cfg.prompt_field, cfg.answer_field, reward_fn=cfg.reward_fn))
+    return UserData(UserDataConfig(cfg.data_path, cfg.prompt_field, cfg.answer_field, eval_path=cfg.eval_data_path,
+                                   reward_fn=cfg.reward_fn))  # fmt: skip
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
@@ -120,17 +122,29 @@ class Trainer:
     """Runs one configuration end to end; ``train()`` returns the per-step records."""
 
     def __init__(self, cfg: TrainConfig, *, policy: Policy | None = None, task=None, log=print) -> None:
-        self.cfg = cfg.validate()
+        # Everything that can fail is checked before any work: the options, the data, the
+        # model's source, the output directory and, on resume, the saved run.
+        self.cfg = cfg = cfg.validate().with_absolute_paths()
         self.log = log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.spec = mhpo.get_objective(cfg.objective)
         self.task = task if task is not None else build_task(cfg)
-        self.out = pathlib.Path(cfg.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.eval_problems = self.task.problems("eval", cfg.eval_size, seed=0)
         if policy is None:
-            policy = load_policy(model_config(cfg), seed=0)
-            warm_start(policy, self.task, warmstart_config(cfg), cfg.cache_dir, log=log)
+            check_model_source(cfg.model)
+        self.out = pathlib.Path(cfg.output_dir)
+        self.run_directory = RunDirectory(self.out)
+        try:
+            state = self._saved_state()
+            if policy is None:
+                policy = load_policy(model_config(cfg), seed=0)
+                policy.tokenizer.prompt_ids(self.eval_problems[0])  # e.g. a conversation without a chat template
+                if state is None:  # a resumed run takes its weights from the checkpoint
+                    warm_start(policy, self.task, warmstart_config(cfg), cfg.cache_dir, log=log)
+        except BaseException:
+            self.run_directory.release()
+            raise
         self.policy = policy
         self.reference = None
         if cfg.beta > 0:
@@ -142,24 +156,13 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.prompts = PromptStream(self.task, cfg.seed)
-        self.eval_problems = self.task.problems("eval", cfg.eval_size, seed=0)
         self.step = 0
         self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
         self.tensorboard = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard else None
-        self.hysteresis = cfg.hysteresis_value()
-        if self.hysteresis is None:
-            self.hysteresis = self.spec.hysteresis
-        if cfg.resume:
-            self._restore()
-        else:
-            if list_checkpoints(self.out / "checkpoints"):
-                raise ValueError(
-                    f"{self.out} holds checkpoints of an earlier run; pass --resume to continue it, "
-                    "or choose another --output-dir (nothing was overwritten)."
-                )
-            if (self.out / "metrics.jsonl").exists():
-                (self.out / "metrics.jsonl").unlink()
-            atomic_write_text(self.out / "config.yaml", _yaml(cfg.to_dict()))
+        self.hysteresis, self.alpha_min = mhpo.hysteresis_setting(cfg.objective, cfg.hysteresis, cfg.alpha_min)
+        if state is not None:
+            self._restore(state)
+        atomic_write_text(self.out / "config.yaml", _yaml(cfg.to_dict()))
 
     # ---- checkpointing ---------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -176,14 +179,46 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
 
-    def _restore(self) -> None:
-        state = load_latest(self.out / "checkpoints")
+    def _saved_state(self) -> dict[str, Any] | None:
+        """What the output directory holds, checked against this configuration: the latest
+        checkpoint's state to resume from, or None to start at step 0. Raises ValueError for
+        a fresh start over an earlier run, for a resume with another configuration, and when
+        no checkpoint can be read; nothing is deleted."""
+        cfg, out = self.cfg, self.out
+        metrics = out / "metrics.jsonl"
+        earlier = bool(list_checkpoints(out / "checkpoints")) or bool(read_metrics(metrics))
+        if not cfg.resume:
+            if earlier:
+                raise ValueError(
+                    f"{out} holds an earlier run; pass --resume to continue it, or choose another --output-dir "
+                    "(nothing was overwritten)."
+                )
+            return None
+        state = load_latest(out / "checkpoints", log=self.log)
+        if (out / "config.yaml").exists():
+            import yaml
+
+            saved = yaml.safe_load((out / "config.yaml").read_text())
+        else:  # config.yaml lost: the checkpoint carries the configuration too
+            saved = state["config"] if state is not None else None
+        changes = cfg.changes_from(saved) if saved else []
+        if changes:
+            raise ValueError(
+                f"cannot resume {out} with another configuration; only {', '.join(RESUMABLE)} may change. "
+                "Differences:\n    " + "\n    ".join(changes) + "\n  Resume with the saved options "
+                f"(mhpo train --config {out / 'config.yaml'} --resume), or choose another --output-dir."
+            )
         if state is None:
-            self.log(f"resume: no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
-            if (self.out / "metrics.jsonl").exists():
-                (self.out / "metrics.jsonl").unlink()
-            atomic_write_text(self.out / "config.yaml", _yaml(self.cfg.to_dict()))
-            return
+            if metrics.exists():  # interrupted before its first checkpoint: start again, keep the old log
+                kept = out / f"metrics.jsonl.before-restart-{time.strftime('%Y%m%d-%H%M%S')}"
+                metrics.rename(kept)
+                self.log(f"resume: no checkpoint in {out / 'checkpoints'}; starting from step 0 (earlier log kept as {kept.name})")
+            return None
+        if state["step"] > cfg.steps:
+            raise ValueError(f"{out} has already run {state['step']} steps; ask for --steps >= {state['step']} to resume it.")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.policy.model.load_state_dict(state["model"])
         if self.reference is not None and state["reference"] is not None:
             self.reference.load_state_dict(state["reference"])
@@ -301,9 +336,7 @@ class Trainer:
             batch.ref_logp = self._logprobs(batch, model=self.reference)
         alpha = self.hysteresis
         if alpha == "adaptive":  # A-HPO: alpha from the whole rollout batch, not a micro-batch
-            alpha = mhpo.adaptive_alpha(
-                batch.advantages, alpha_min=cfg.alpha_min if cfg.alpha_min is not None else 0.1, mask=batch.mask
-            )
+            alpha = mhpo.adaptive_alpha(batch.advantages, alpha_min=self.alpha_min, mask=batch.mask)
         hp = dict(cfg.hp)
         grad_norms, losses, parts = [], [], []
         rows_all = batch.sequences.shape[0]
@@ -379,6 +412,13 @@ class Trainer:
             self.tensorboard.append(record)
 
     def train(self) -> list[dict[str, float]]:
+        """Run to ``cfg.steps``; the output directory is released when this returns or raises."""
+        try:
+            return self._train()
+        finally:
+            self.run_directory.release()
+
+    def _train(self) -> list[dict[str, float]]:
         cfg = self.cfg
         records = []
         if self.step == 0:

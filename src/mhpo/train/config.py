@@ -315,30 +315,17 @@ def coerce(name: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise refuse()
-    if kind is int:
-        if isinstance(value, bool):
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise refuse()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                value = kind(value.strip())
             except ValueError:
                 raise refuse() from None
-        raise refuse()
-    if kind is float:
-        if isinstance(value, bool):
+        if kind is int and isinstance(value, float) and not value.is_integer():
             raise refuse()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise refuse() from None
-        raise refuse()
+        return kind(value)
     if kind is str:
         if isinstance(value, str):
             return value

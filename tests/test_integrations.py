@@ -241,3 +241,38 @@ def test_trl_recipe_builds_a_valid_config(monkeypatch):
 def test_trl_config_validates_hysteresis_at_construction(options, message):
     with pytest.raises(ValueError, match=message):
         ObjectiveGRPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, **options)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_trainer_and_trl_give_the_same_loss_from_rewards(name):
+    """From the same rewards, masks and log-probs: mhpo's trainer path (the library's rollout
+    step, then policy_loss with the batch's normalisers) and the TRL path (the plug-in's
+    rollout step on TRL's rewards, then its loss) give the same loss and gradient in float64."""
+    from mhpo.integrations.trl import trl_rollout
+
+    b = make_batch(batch=8, seed=21, spread=0.4, group_size=4)
+    B, T = b.mask.shape
+    rewards = torch.tensor([(i * 7) % 5 / 4 for i in range(B)], dtype=torch.float64)
+    config = ObjectiveGRPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, objective=name)
+    # mhpo's trainer: one mini-batch, the rollout step's advantages and α, normalisers of the batch.
+    batch = mhpo.prepare_rollout(name, rewards, b.mask, group_size=4, max_length=T)
+    ours = mhpo.policy_loss(name, b.logp, b.old_logp, batch.advantages, b.mask, **batch.loss_options())
+    (ours_grad,) = torch.autograd.grad(ours.loss, b.logp)
+    # TRL: its rewards per function (one function) through the plug-in's step and loss.
+    counted = (b.mask.sum(-1) > 0).long()
+    rolled = trl_rollout(name, rewards.unsqueeze(-1), torch.ones(1, dtype=torch.float64), counted,
+                         num_generations=4, scale_rewards=config.scale_rewards,
+                         hysteresis=config.objective_hysteresis, alpha_min=config.objective_alpha_min)  # fmt: skip
+    inputs = {"completion_mask": b.mask, "advantages": rolled.advantages, "old_per_token_logps": b.old_logp,
+              "num_items_in_batch": b.mask.sum(), "mhpo_num_seqs": counted.sum()}  # fmt: skip
+    if rolled.hysteresis is not None:
+        inputs["mhpo_alpha"] = rolled.hysteresis
+    out = trl_policy_loss(name, b.logp, inputs, hyperparameters=config.objective_hyperparameters,
+                          aggregation=config.objective_aggregation, hysteresis=None, alpha_min=None, beta=0.0,
+                          max_completion_length=T, training=True, num_processes=1, gradient_accumulation_steps=1,
+                          steps_per_generation=1, is_correction=False)  # fmt: skip
+    (trl_grad,) = torch.autograd.grad(out.loss, b.logp)
+    assert config.scale_rewards == mhpo.get_objective(name).advantage_scale
+    torch.testing.assert_close(out.loss, ours.loss, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(trl_grad, ours_grad, rtol=1e-12, atol=1e-15)
+    assert ours_grad.abs().max() > 1e-3

@@ -185,8 +185,11 @@ def test_overlong_penalty_matches_dapo():
 
 
 def test_dapo_preset_enables_dynamic_sampling_and_overlong_shaping(tmp_path):
-    cfg = tiny_config(tmp_path, objective="dapo")
+    cfg = tiny_config(tmp_path, objective="dapo", max_new_tokens=16)
     assert cfg.preset("dynamic_sampling") and cfg.preset("overlong_filter") and cfg.preset("overlong_buffer") == 4
+    assert tiny_config(tmp_path, objective="dapo", max_new_tokens=40).preset("overlong_buffer") == 10  # a quarter
+    plain = tiny_config(tmp_path, objective="grpo")
+    assert not plain.preset("dynamic_sampling") and not plain.preset("overlong_filter") and plain.preset("overlong_buffer") == 0
     explicit = tiny_config(tmp_path, objective="dapo", dynamic_sampling=False)
     assert explicit.preset("dynamic_sampling") is False
     records = Trainer(tiny_config(tmp_path, objective="dapo", steps=2, max_new_tokens=8), task=_OnesTask(),

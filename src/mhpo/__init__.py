@@ -15,7 +15,8 @@ from .kl import kl_penalty
 from .loss import LossOutput, gradient_weight, hysteresis_setting, policy_loss
 from .normalisers import global_normalisers
 from .objectives import ObjectiveSpec, get_objective, list_objectives, register_objective
-from .objectives.registry import AGGREGATIONS
+from .objectives.registry import AGGREGATIONS, RolloutRules
+from .rollout import RolloutBatch, prepare_rollout
 
 __version__ = "0.1.0"
 
@@ -33,5 +34,8 @@ __all__ = [
     "kl_penalty",
     "list_objectives",
     "policy_loss",
+    "prepare_rollout",
     "register_objective",
+    "RolloutBatch",
+    "RolloutRules",
 ]

@@ -17,14 +17,24 @@ def _defaults(config: type) -> str:
     return ", ".join(f"{f.name}={f.default!r}" for f in fields) or "none"
 
 
-def _hysteresis(value) -> str:
-    return "off" if value is None else ("adaptive" if value == "adaptive" else f"α={value:g}")
+def _hysteresis(spec) -> str:
+    if spec.hysteresis is None:
+        return "off"
+    return f"adaptive, α_min={spec.alpha_min:g}" if spec.hysteresis == "adaptive" else f"α={spec.hysteresis:g}"
+
+
+def _rollout(rules) -> str:
+    parts = [label for label, on in (("dynamic sampling", rules.dynamic_sampling),
+                                     ("overlong filter", rules.overlong_filter)) if on]  # fmt: skip
+    if rules.overlong_buffer_fraction:
+        parts.append(f"overlong punishment over the last {rules.overlong_buffer_fraction:g} of the budget")
+    return ", ".join(parts) or "none"
 
 
 def objectives_markdown() -> str:
     rows = [
-        "| objective | what it does | default hyperparameters | aggregation | advantages | A<0 weight | source |",
-        "|---|---|---|---|---|---|---|",
+        "| objective | what it does | default hyperparameters | aggregation | advantages | A<0 weight | rollout rules | source |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in list_objectives():
         spec = get_objective(name)
@@ -36,7 +46,7 @@ def objectives_markdown() -> str:
             source = f"[paper]({spec.paper})"
         rows.append(
             f"| `{name}` | {spec.summary} | {_defaults(spec.config)} | `{spec.aggregation}` "
-            f"| {spec.advantage_scale} | {_hysteresis(spec.hysteresis)} | {source} |"
+            f"| {spec.advantage_scale} | {_hysteresis(spec)} | {_rollout(spec.rollout)} | {source} |"
         )
     return "\n".join(rows)
 

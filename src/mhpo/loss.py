@@ -15,7 +15,7 @@ from .aggregation import aggregate
 from .kl import KL_ESTIMATORS, kl_penalty
 from .objectives import get_objective
 from .objectives._common import clamp_log_ratio, log_ratio_bound, masked_fraction, masked_max, masked_mean, masked_min
-from .objectives.registry import AGGREGATIONS
+from .objectives.registry import AGGREGATIONS, DEFAULT_ALPHA_MIN
 
 Tensor = torch.Tensor
 Hysteresis = float | str | Tensor | None
@@ -95,32 +95,24 @@ def hysteresis_setting(name: str, hysteresis: Any = None, alpha_min: Any = None)
         if isinstance(alpha_min, bool) or not isinstance(alpha_min, (int, float)) or not 0 <= alpha_min <= 1:
             raise ValueError(f"alpha_min must be in [0, 1]; got {alpha_min!r}.")
     elif effective == "adaptive":
-        alpha_min = 0.1
+        alpha_min = spec.alpha_min if spec.alpha_min is not None else DEFAULT_ALPHA_MIN
     return effective, (float(alpha_min) if alpha_min is not None else None)
 
 
-def _resolve_hysteresis(hysteresis: Hysteresis, advantages: Tensor, mask: Tensor, alpha_min: float | None) -> Tensor | None:
-    if alpha_min is not None and not (isinstance(hysteresis, str) and hysteresis == "adaptive"):
-        raise ValueError(
-            "alpha_min only applies with hysteresis='adaptive' (A-HPO); remove it or set hysteresis='adaptive'."
-        )
-    if hysteresis is None:
-        return None
-    if isinstance(hysteresis, str):
-        if hysteresis != "adaptive":
-            raise ValueError(f"hysteresis must be None, a float alpha in [0, 1] or 'adaptive'; got '{hysteresis}'.")
-        return adaptive_alpha(advantages, 0.1 if alpha_min is None else alpha_min, mask=mask)
-    if isinstance(hysteresis, Tensor):
+def _resolve_hysteresis(name: str, hysteresis: Hysteresis, advantages: Tensor, mask: Tensor, alpha_min: float | None) -> Tensor | None:
+    """α as a 0-dim tensor (adaptive: from these advantages), or None when off."""
+    if isinstance(hysteresis, Tensor):  # a rollout batch's α, computed once by the caller
         if hysteresis.numel() != 1:
             raise ValueError("hysteresis given as a tensor must hold one value (a 0-dim alpha).")
-        value = float(hysteresis)
-    elif isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool):
-        value = float(hysteresis)
-    else:
-        raise ValueError(f"hysteresis must be None, a float alpha in [0, 1] or 'adaptive'; got {hysteresis!r}.")
-    if not 0 <= value <= 1:
-        raise ValueError(f"hysteresis alpha must be in [0, 1] (the weight of negative-advantage updates); got {value}.")
-    return torch.tensor(value, dtype=advantages.dtype, device=advantages.device)
+        if alpha_min is not None:
+            raise ValueError("alpha_min only applies with hysteresis='adaptive'; a given alpha has no lower bound.")
+        hysteresis = float(hysteresis)
+    setting, alpha_min = hysteresis_setting(name, hysteresis, alpha_min)
+    if setting is None:
+        return None
+    if setting == "adaptive":
+        return adaptive_alpha(advantages, alpha_min, mask=mask)
+    return torch.tensor(setting, dtype=advantages.dtype, device=advantages.device)
 
 
 def _broadcast_advantages(advantages: Tensor, shape: tuple[int, int], sequence_level: bool, name: str, mask: Tensor) -> Tensor:
@@ -316,7 +308,7 @@ def policy_loss(
         raise ValueError("beta > 0 needs ref_logp, the reference model's log-probs (B, T); pass it or set beta=0.")
     if entropy_coef != 0 and entropy is None:
         raise ValueError("entropy_coef != 0 needs entropy, the per-token entropy (B, T); pass it or set entropy_coef=0.")
-    alpha = _resolve_hysteresis(spec.hysteresis if hysteresis is None else hysteresis, adv, float_mask, alpha_min)
+    alpha = _resolve_hysteresis(name, hysteresis, adv, float_mask, alpha_min)
     zero = torch.zeros((), dtype=prep.logp.dtype, device=prep.logp.device)
     if prep.logp.numel() == 0:  # an empty batch (B = 0 or T = 0): nothing to learn from
         loss = (prep.logp.sum() * 0).to(prep.logp.dtype)
@@ -430,7 +422,7 @@ def gradient_weight(
     advantages = advantages.expand_as(log_ratio)
     mask = torch.ones_like(log_ratio) if mask is None else _check_tensor("mask", mask, tuple(log_ratio.shape)).to(log_ratio.dtype)
     weight = spec.weight(log_ratio, advantages, mask, cfg)
-    alpha = _resolve_hysteresis(spec.hysteresis if hysteresis is None else hysteresis, advantages, mask, alpha_min)
+    alpha = _resolve_hysteresis(name, hysteresis, advantages, mask, alpha_min)
     if alpha is not None:
         weight = torch.where(advantages < 0, alpha * weight, weight)
     return weight.squeeze(-1) if flat else weight

@@ -13,6 +13,7 @@ def global_normalisers(
     *,
     max_length: int | None = None,
     process_group=None,
+    all_reduce: bool = True,
 ) -> dict[str, float]:
     """Counts of a whole rollout batch, ready to pass as ``**kwargs`` to :func:`mhpo.policy_loss`.
 
@@ -21,6 +22,8 @@ def global_normalisers(
     (default: the world), so every rank normalises by the same global totals and the sum of
     all ranks' gradients is the full-batch gradient. DDP *averages* gradients over ranks, so
     with DDP multiply the loss by the world size (or use ``token_sum`` and divide yourself).
+
+    ``all_reduce=False`` keeps the counts local, for masks that already cover every rank's rows.
 
     Returns:
         ``{"num_tokens": N, "num_seqs": B', "mean_length": N / B'}`` plus ``max_length``
@@ -39,7 +42,7 @@ def global_normalisers(
             raise ValueError(f"each mask must be (B, T); got shape {tuple(mask.shape)}.")
         lengths = (mask != 0).sum(-1)
         counts += torch.stack([lengths.sum(), (lengths > 0).sum()]).to(counts)
-    if dist.is_available() and dist.is_initialized():
+    if all_reduce and dist.is_available() and dist.is_initialized():
         dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=process_group)
     tokens, seqs = (max(float(v), 1.0) for v in counts.tolist())
     out: dict[str, float] = {"num_tokens": tokens, "num_seqs": seqs, "mean_length": tokens / seqs}

@@ -5,7 +5,12 @@
     args = ObjectiveGRPOConfig(output_dir="out", objective="mhpo", objective_hyperparameters={"c": 1.5})
     trainer = ObjectiveGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset)
 
-Everything else is TRL's: generation, rewards, advantages, reference model, vLLM, accelerate.
+Everything else is TRL's: generation, rewards, reference model, vLLM, accelerate. The
+objective's recipe comes from the registry: TRL's ``scale_rewards`` and
+``mask_truncated_completions`` default to the objective's advantage scale and overlong filter
+(a value you set wins, with a warning at start), the advantages and the batch's α are
+:func:`mhpo.prepare_rollout` of TRL's rewards over the whole generation batch, and what TRL
+cannot express (DAPO's dynamic sampling and soft overlong punishment) is a warning at start.
 The loss is one call of :func:`mhpo.policy_loss` per micro-batch, with TRL's conventions:
 
 * old log-probs are TRL's ``old_per_token_logps`` when it computes them, else the detached
@@ -18,7 +23,8 @@ The loss is one call of :func:`mhpo.policy_loss` per micro-batch, with TRL's con
   processes (TRL's ``num_items_in_batch`` rescaled by ``gradient_accumulation_steps /
   steps_per_generation``), and the loss is multiplied by the number of processes because
   DDP averages gradients: the summed update is the full-batch gradient;
-* A-HPO's α is computed once per generation batch from the advantages of all processes.
+* A-HPO's α is computed once per generation batch from the advantages of all processes
+  (by :func:`mhpo.prepare_rollout`).
 
 Our metrics are logged as ``objective/<key>`` next to TRL's own ``entropy`` and ``kl``.
 """
@@ -26,6 +32,7 @@ Our metrics are logged as ``objective/<key>`` next to TRL's own ``entropy`` and 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
@@ -39,8 +46,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("mhpo.integrations.trl needs TRL: pip install 'mhpo[trl]'.") from error
 
-# TRL GRPOConfig defaults, to tell a value the user set from one they left alone.
-_TRL_DEFAULTS = {"epsilon": 0.2, "epsilon_high": None, "sapo_temperature_pos": 1.0, "sapo_temperature_neg": 1.05}
+# TRL's own GRPOConfig defaults, to tell a value the user set from one they left alone.
+_TRL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig) if f.default is not dataclasses.MISSING}
 # Objectives whose TRL epsilon_high is an absolute weight cap rather than an offset from 1.
 _ABSOLUTE_CAP_IN_TRL = frozenset({"cispo"})
 
@@ -70,9 +77,31 @@ class ObjectiveGRPOConfig(GRPOConfig):
     objective_alpha_min: float | None = dataclasses.field(
         default=None, metadata={"help": "Lower bound of the adaptive hysteretic weight (A-HPO)."}
     )
+    # TRL's own options whose default is the objective's recipe (None = the objective's).
+    scale_rewards: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Advantage scale: 'group', 'batch' or 'none' (also True/False). Default: the objective's "
+                          "(mhpo.get_objective(objective).advantage_scale; 'none' for dr_grpo)."},
+    )  # fmt: skip
+    mask_truncated_completions: bool | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Give completions that hit max_completion_length no gradient. Default: the objective's "
+                          "overlong filter (on for dapo)."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
+        spec = mhpo.get_objective(self.objective)
+        self._recipe_notes = _recipe_notes(spec, self.scale_rewards, self.mask_truncated_completions)
+        if self.scale_rewards is None:
+            self.scale_rewards = spec.advantage_scale
+        if self.mask_truncated_completions is None:
+            self.mask_truncated_completions = spec.rollout.overlong_filter
         super().__post_init__()
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                f"multi_objective_aggregation='{self.multi_objective_aggregation}' normalises each reward before summing, "
+                "which mhpo's advantage step does not do; use 'sum_then_normalize' (the default)."
+            )
         if self.objective_hyperparameters is None:
             self.objective_hyperparameters = {}
         if isinstance(self.objective_hyperparameters, str):
@@ -123,6 +152,53 @@ class ObjectiveGRPOConfig(GRPOConfig):
         if self.sapo_temperature_neg != _TRL_DEFAULTS["sapo_temperature_neg"]:
             out["tau_neg"] = self.sapo_temperature_neg
         return out
+
+
+def _recipe_notes(spec, scale_rewards, mask_truncated) -> list[str]:
+    """What of the objective's recipe TRL runs differently, as warnings for the start of training."""
+    notes = []
+    scale = {True: "group", False: "none"}.get(scale_rewards, scale_rewards)
+    if scale is not None and scale != spec.advantage_scale:
+        notes.append(f"scale_rewards='{scale}' overrides {spec.name}'s advantage scale '{spec.advantage_scale}': "
+                     f"advantages are scaled by '{scale}', not as {spec.name} defines them.")  # fmt: skip
+    if mask_truncated is not None and bool(mask_truncated) != spec.rollout.overlong_filter:
+        notes.append(f"mask_truncated_completions={mask_truncated} overrides {spec.name}'s overlong filter "
+                     f"({'on' if spec.rollout.overlong_filter else 'off'}).")  # fmt: skip
+    if spec.rollout.dynamic_sampling:
+        notes.append(f"TRL cannot run {spec.name}'s dynamic sampling (drop groups whose rewards are all equal and sample "
+                     "more prompts): every group is trained on, and groups with equal rewards carry zero advantage.")  # fmt: skip
+    if spec.rollout.overlong_buffer_fraction:
+        notes.append(f"TRL has no soft overlong punishment ({spec.name}'s reward falls to -1 over the last "
+                     f"{spec.rollout.overlong_buffer_fraction:g} of the budget); add it as a reward function "
+                     "(docs/trl.md shows one) or it is not applied.")  # fmt: skip
+    return notes
+
+
+def trl_rollout(
+    objective: str,
+    rewards_per_func: torch.Tensor,
+    reward_weights: torch.Tensor,
+    counted: torch.Tensor,
+    *,
+    num_generations: int,
+    scale_rewards: str,
+    hysteresis: Any = None,
+    alpha_min: float | None = None,
+) -> mhpo.RolloutBatch:
+    """TRL's rewards of a whole generation batch (every process) -> mhpo's rollout step.
+
+    ``rewards_per_func`` is TRL's (B, n_funcs) gathered rewards, summed with ``reward_weights``
+    as TRL's ``sum_then_normalize`` does; ``counted`` (B,) flags completions with loss tokens.
+    The advantages are the library's (TRL's own divide by std + 1e-4 where mhpo's, like verl's,
+    use 1e-6), so the numbers are the same whichever host runs the objective."""
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    if bool(unscorable.any()):
+        raise ValueError(f"{int(unscorable.sum())} completion(s) got None from every reward function; mhpo's objectives "
+                         "need a reward for every completion.")  # fmt: skip
+    rewards = (rewards_per_func * reward_weights.to(rewards_per_func).unsqueeze(0)).nansum(dim=1)
+    mask = counted.reshape(-1, 1).to(rewards.dtype)
+    return mhpo.prepare_rollout(objective, rewards, mask, group_size=num_generations, advantage_scale=scale_rewards,
+                                hysteresis=hysteresis, alpha_min=alpha_min)  # fmt: skip
 
 
 def trl_policy_loss(
@@ -189,23 +265,32 @@ class ObjectiveGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, ObjectiveGRPOConfig):
             raise ValueError("ObjectiveGRPOTrainer needs args=ObjectiveGRPOConfig(...) to know the objective.")
-        self._spec = mhpo.get_objective(self.args.objective)
-        hysteresis = self.args.objective_hysteresis
-        self._hysteresis = self._spec.hysteresis if hysteresis is None else hysteresis
+        for note in getattr(self.args, "_recipe_notes", []):
+            warnings.warn(note, stacklevel=2)
 
-    # -- per generation batch: global counts and A-HPO's alpha --------------------------------
+    # -- per generation batch: the library's rollout step --------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._mhpo_rewards_per_func = rewards_per_func  # every process's rows, as TRL gathers them
+        return rewards_per_func
+
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         mask = output["completion_mask"]
         if output.get("tool_mask") is not None:
             mask = mask * output["tool_mask"]
-        counted = (mask.sum(-1) > 0).sum()
-        output["mhpo_num_seqs"] = self.accelerator.gather(counted.reshape(1)).sum()
-        if self._hysteresis == "adaptive":
-            advantages = self.accelerator.gather(output["advantages"].reshape(output["advantages"].shape[0], -1)[:, 0])
-            counted_rows = self.accelerator.gather((mask.sum(-1) > 0).long())
-            alpha_min = self.args.objective_alpha_min if self.args.objective_alpha_min is not None else 0.1
-            output["mhpo_alpha"] = mhpo.adaptive_alpha(advantages.float(), alpha_min=alpha_min, mask=counted_rows[:, None])
+        counted = (mask.sum(-1) > 0).long()
+        output["mhpo_num_seqs"] = self.accelerator.gather(counted.sum().reshape(1)).sum()
+        batch = trl_rollout(
+            self.args.objective, self._mhpo_rewards_per_func, self.reward_weights, self.accelerator.gather(counted),
+            num_generations=self.num_generations if self.model.training else self.num_generations_eval,
+            scale_rewards=self.scale_rewards, hysteresis=self.args.objective_hysteresis,
+            alpha_min=self.args.objective_alpha_min,
+        )  # fmt: skip
+        local = slice(self.accelerator.process_index * len(counted), (self.accelerator.process_index + 1) * len(counted))
+        output["advantages"] = batch.advantages[local].to(output["advantages"].dtype)
+        if batch.hysteresis is not None:
+            output["mhpo_alpha"] = batch.hysteresis
         return output
 
     # -- the loss ---------------------------------------------------------------------------
@@ -228,8 +313,8 @@ class ObjectiveGRPOTrainer(GRPOTrainer):
             self.args.objective, logp, inputs,
             hyperparameters=self.args.objective_hyperparameters,
             aggregation=self.args.objective_aggregation,
-            hysteresis=self._hysteresis,
-            alpha_min=self.args.objective_alpha_min,
+            hysteresis=None,  # the generation batch's α arrives as inputs["mhpo_alpha"]
+            alpha_min=None,
             beta=self.beta,
             max_completion_length=self.max_completion_length,
             training=training,

@@ -10,7 +10,10 @@ parametrised tests. An entry binds a name to
   weight of METHODS.md, taking the *unclamped* δ so that it can tell where the clamp
   stops the gradient;
 * ``config``: a frozen dataclass holding the hyperparameters and their defaults;
-* the defaults a trainer needs (aggregation, advantage scale, hysteresis).
+* the rest of the objective's recipe, which lives outside the per-token loss: aggregation,
+  advantage scale, hysteresis (none, a fixed α, or adaptive with its α_min) and the rollout
+  rules (dynamic sampling, overlong filter, soft overlong punishment). Every host (the CPU
+  trainer, TRL, verl) reads the recipe from here.
 """
 
 from __future__ import annotations
@@ -28,6 +31,42 @@ WeightFn = Callable[..., Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
+class RolloutRules:
+    """How an objective's rollout batch is sampled and shaped before the loss (DAPO's rules).
+
+    Attributes:
+        dynamic_sampling: drop groups whose rewards are all equal and sample more prompts.
+        overlong_filter: give completions that hit the token budget no gradient (mask them).
+        overlong_buffer_fraction: soft overlong punishment: the last fraction of the token
+            budget over which the reward falls linearly to −1 (0 = off).
+    """
+
+    dynamic_sampling: bool = False
+    overlong_filter: bool = False
+    overlong_buffer_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlong_buffer_fraction < 1:
+            raise ValueError(f"overlong_buffer_fraction must be in [0, 1); got {self.overlong_buffer_fraction!r}.")
+
+    def overlong_buffer(self, max_length: int) -> int:
+        """The punishment buffer in tokens for a budget of ``max_length`` tokens."""
+        return int(round(self.overlong_buffer_fraction * max_length))
+
+
+NO_ROLLOUT_RULES = RolloutRules()
+DEFAULT_ALPHA_MIN = 0.1
+# Keywords of mhpo.policy_loss: a hyperparameter of the same name would be taken by policy_loss
+# (a future objective's `beta` would silently become the KL coefficient), so registration
+# refuses them. A test checks this list against policy_loss's signature.
+RESERVED_NAMES = frozenset({
+    "name", "logp", "old_logp", "advantages", "mask", "aggregation", "ref_logp", "beta", "kl_estimator",
+    "hysteresis", "is_weights", "entropy", "entropy_coef", "num_tokens", "num_seqs", "mean_length",
+    "max_length", "alpha_min", "check_inputs",
+})  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class ObjectiveSpec:
     """Everything the library knows about one registered objective.
 
@@ -41,6 +80,8 @@ class ObjectiveSpec:
         level: ``"token"`` or ``"sequence"``. A sequence-level objective needs one advantage
             per completion, and its gradient weight is that of the whole sequence.
         hysteresis: default hysteretic weighting (``None``, a float α or ``"adaptive"``).
+        alpha_min: lower bound of the adaptive α (A-HPO); None unless ``hysteresis`` is adaptive.
+        rollout: the rollout rules (dynamic sampling, overlong filter and punishment).
         paper: link to the source.
         summary: one line for tables and ``--help``.
     """
@@ -55,6 +96,8 @@ class ObjectiveSpec:
     hysteresis: float | str | None
     paper: str
     summary: str
+    alpha_min: float | None = None
+    rollout: RolloutRules = NO_ROLLOUT_RULES
 
     def make_config(self, **hyperparameters: Any) -> Any:
         """Build and validate this objective's config, rejecting unknown names clearly."""
@@ -92,6 +135,8 @@ def register_objective(
     advantage_scale: str = "group",
     level: str = "token",
     hysteresis: float | str | None = None,
+    alpha_min: float | None = None,
+    rollout: RolloutRules = NO_ROLLOUT_RULES,
     paper: str = "",
     summary: str = "",
 ) -> Callable[[LossFn], LossFn]:
@@ -108,6 +153,22 @@ def register_objective(
         raise ValueError(f"level must be 'token' or 'sequence', got '{level}'.")
     if not (dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen):
         raise ValueError(f"config of '{name}' must be a frozen dataclass.")
+    clashes = sorted(RESERVED_NAMES & {f.name for f in dataclasses.fields(config)})
+    if clashes:
+        raise ValueError(
+            f"hyperparameter(s) {', '.join(clashes)} of '{name}' clash with keywords of mhpo.policy_loss, which would "
+            "take them instead; rename them (e.g. 'beta' -> 'kl_beta')."
+        )
+    if hysteresis is not None and hysteresis != "adaptive" and not (
+        isinstance(hysteresis, (int, float)) and not isinstance(hysteresis, bool) and 0 <= hysteresis <= 1
+    ):
+        raise ValueError(f"hysteresis of '{name}' must be None, a number in [0, 1] or 'adaptive'; got {hysteresis!r}.")
+    if hysteresis == "adaptive":
+        alpha_min = DEFAULT_ALPHA_MIN if alpha_min is None else alpha_min
+        if not 0 <= alpha_min <= 1:
+            raise ValueError(f"alpha_min of '{name}' must be in [0, 1]; got {alpha_min!r}.")
+    elif alpha_min is not None:
+        raise ValueError(f"alpha_min of '{name}' only applies with hysteresis='adaptive'.")
 
     def decorator(fn: LossFn) -> LossFn:
         spec = ObjectiveSpec(
@@ -121,6 +182,8 @@ def register_objective(
             hysteresis=hysteresis,
             paper=paper,
             summary=summary,
+            alpha_min=alpha_min,
+            rollout=rollout,
         )
         existing = OBJECTIVES.get(name)
         if existing is not None and existing != spec:

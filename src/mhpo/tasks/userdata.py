@@ -3,6 +3,7 @@ scored with math-verify or with a user reward function given as ``module:functio
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
 import importlib
@@ -106,6 +107,7 @@ def _verify_off_main_thread(answer: str, completion: str) -> float:
     with _worker_lock:
         if _worker is None:
             _worker = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            atexit.register(_worker.shutdown, wait=False, cancel_futures=True)
         future = _worker.submit(_verify, answer, completion)
         try:
             return future.result(timeout=3 * VERIFY_TIMEOUT + 30)  # parse, parse, verify, plus start-up

@@ -23,13 +23,6 @@ NOT_IDENTITY = ("output_dir", "resume", "progress", "threads", "tensorboard", "c
 # What a resumed run may change: the above, and more steps (to extend it).
 RESUMABLE = (*NOT_IDENTITY, "steps")
 
-# Trainer-side defaults that belong to an objective's recipe (DAPO's dynamic sampling and
-# overlong shaping); a value the user sets explicitly always wins.
-OBJECTIVE_PRESETS: dict[str, dict[str, Any]] = {
-    "dapo": {"dynamic_sampling": True, "overlong_filter": True, "overlong_buffer": 4},
-}
-
-
 def _field(default: Any, help: str, **kwargs) -> Any:
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
@@ -96,7 +89,7 @@ class TrainConfig:
     weight_decay: float = _field(0.0, "AdamW weight decay")
     warmup_steps: int = _field(4, "linear learning-rate warm-up, in optimizer steps")
     max_grad_norm: float = _field(1.0, "gradient clipping norm, > 0 (inf = no clipping; the norm before clipping is logged)")
-    # DAPO options (None = the objective's preset)
+    # DAPO's rollout rules (None = the objective's recipe)
     dynamic_sampling: bool | None = _field(None, "drop groups with equal rewards and sample more prompts")
     dynamic_sampling_rounds: int = _field(4, "most sampling rounds per step with dynamic sampling")
     overlong_filter: bool | None = _field(None, "mask completions that hit the token budget")
@@ -116,11 +109,13 @@ class TrainConfig:
 
     # ---- derived values -------------------------------------------------------------
     def preset(self, name: str) -> Any:
-        """An option's effective value: the user's, else the objective preset's, else off."""
+        """A rollout option's effective value (``dynamic_sampling``, ``overlong_filter``,
+        ``overlong_buffer``): the user's, else the objective's recipe (mhpo.get_objective)."""
         value = getattr(self, name)
         if value is not None:
             return value
-        return OBJECTIVE_PRESETS.get(self.objective, {}).get(name, 0 if name == "overlong_buffer" else False)
+        rules = mhpo.get_objective(self.objective).rollout
+        return rules.overlong_buffer(self.max_new_tokens) if name == "overlong_buffer" else getattr(rules, name)
 
     @property
     def prompts_per_step(self) -> int:

@@ -114,6 +114,7 @@ class Batch:
     mask: Tensor  # (B, C) counted completion tokens
     rewards: Tensor  # (B,)
     advantages: Tensor  # (B,)
+    alpha: Tensor | None  # the batch's hysteretic weight, None = off
     old_logp: Tensor | None = None  # (B, C)
     ref_logp: Tensor | None = None  # (B, C)
 
@@ -128,7 +129,6 @@ class Trainer:
         self.log = log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.spec = mhpo.get_objective(cfg.objective)
         self.task = task if task is not None else build_task(cfg)
         self.eval_problems = self.task.problems("eval", cfg.eval_size, seed=0)
         if policy is None:
@@ -159,7 +159,6 @@ class Trainer:
         self.step = 0
         self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
         self.tensorboard = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard else None
-        self.hysteresis, self.alpha_min = mhpo.hysteresis_setting(cfg.objective, cfg.hysteresis, cfg.alpha_min)
         if state is not None:
             self._restore(state)
         atomic_write_text(self.out / "config.yaml", _yaml(cfg.to_dict()))
@@ -312,9 +311,11 @@ class Trainer:
             mask = mask * (~truncated).long().unsqueeze(-1)
             attention = attention.clone()
             attention[:, width:] = mask
-        scale = cfg.advantage_scale or self.spec.advantage_scale
-        advantages = mhpo.group_advantages(rewards, cfg.group_size, scale=scale)
-        return Batch(sequences, attention, width, mask, rewards, advantages)
+        # The objective's recipe for the whole rollout batch: advantages at its scale and its α.
+        prepared = mhpo.prepare_rollout(cfg.objective, rewards, mask, group_size=cfg.group_size,
+                                        advantage_scale=cfg.advantage_scale, hysteresis=cfg.hysteresis,
+                                        alpha_min=cfg.alpha_min, max_length=cfg.max_new_tokens)  # fmt: skip
+        return Batch(sequences, attention, width, mask, rewards, prepared.advantages, prepared.hysteresis)
 
     @torch.no_grad()
     def _logprobs(self, batch: Batch, model: torch.nn.Module | None = None) -> Tensor:
@@ -334,9 +335,6 @@ class Trainer:
             batch.old_logp = self._logprobs(batch)
         if self.reference is not None:
             batch.ref_logp = self._logprobs(batch, model=self.reference)
-        alpha = self.hysteresis
-        if alpha == "adaptive":  # A-HPO: alpha from the whole rollout batch, not a micro-batch
-            alpha = mhpo.adaptive_alpha(batch.advantages, alpha_min=self.alpha_min, mask=batch.mask)
         hp = dict(cfg.hp)
         grad_norms, losses, parts = [], [], []
         rows_all = batch.sequences.shape[0]
@@ -361,7 +359,7 @@ class Trainer:
                         aggregation=cfg.aggregation,
                         ref_logp=batch.ref_logp[rows] if batch.ref_logp is not None else None,
                         beta=cfg.beta, kl_estimator=cfg.kl_estimator,
-                        hysteresis=alpha, entropy=entropy, entropy_coef=cfg.entropy_coef,
+                        hysteresis=batch.alpha, entropy=entropy, entropy_coef=cfg.entropy_coef,
                         **norms, **hp,
                     )  # fmt: skip
                     out.loss.backward()

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,8 +86,11 @@ def test_same_loss_and_gradient_through_trl_verl_and_mhpo(name, with_is_weights)
     (trl_grad,) = torch.autograd.grad(via_trl.loss, b.logp)
 
     fn = get_policy_loss_fn(verl_mode(name))
+    # In verl, α arrives folded into the advantages by the mhpo_<name> estimator.
+    alpha = {"adaptive": mhpo.adaptive_alpha(b.advantages, mask=b.mask), None: 1.0}.get(spec.hysteresis, spec.hysteresis)
+    folded = torch.where(b.advantages < 0, alpha * b.advantages, b.advantages)
     verl_loss, verl_metrics = fn(
-        b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,
+        b.old_logp, b.logp, folded.unsqueeze(-1).expand_as(b.mask), b.mask,
         loss_agg_mode=OURS_TO_VERL[spec.aggregation], config=verl_config(verl_mode(name), b),
         rollout_is_weights=is_weights if with_is_weights else None,
     )  # fmt: skip
@@ -148,22 +152,27 @@ def test_trl_adapter_scales_for_accumulation_and_processes():
 
 
 def test_verl_resolves_objectives_through_its_own_registry_in_a_fresh_process():
+    """Installed, the plug-in loads through verl's `verl.plugins` entry point in every process
+    that imports verl (no configuration); VERL_USE_EXTERNAL_MODULES still works alongside it
+    (the module is then loaded twice, which registration tolerates)."""
     code = (
-        "from verl.trainer.ppo.core_algos import get_policy_loss_fn\n"
+        "import verl\n"
+        "from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn\n"
         "import mhpo\n"
         "names = [n if n not in ('gspo', 'sapo', 'cispo') else 'mhpo_' + n for n in mhpo.list_objectives()]\n"
-        "fns = [get_policy_loss_fn(n) for n in names]\n"
+        "fns = [get_policy_loss_fn(n) for n in names] + [get_adv_estimator_fn('mhpo_' + n) for n in mhpo.list_objectives()]\n"
         "assert all(f.__module__ == 'mhpo.integrations.verl' for f in fns), fns\n"
         "print(len(fns))\n"
     )
-    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="mhpo.integrations.verl")
-    result = subprocess.run([sys.executable, "-c", "import verl\n" + code], env=env, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == str(len(ALL))
+    base = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_USE_EXTERNAL_PLUGINS")}
+    for extra in ({}, {"VERL_USE_EXTERNAL_MODULES": "mhpo.integrations.verl"}):
+        result = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == str(2 * len(ALL))
     without = subprocess.run([sys.executable, "-c", "import verl\nfrom verl.trainer.ppo.core_algos import "
                               "get_policy_loss_fn\nget_policy_loss_fn('mhpo')"],
-                             env={k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"},
+                             env={**base, "VERL_USE_EXTERNAL_PLUGINS": "none"},
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert without.returncode != 0 and "Unsupported loss mode: mhpo" in without.stderr
 
@@ -276,3 +285,94 @@ def test_trainer_and_trl_give_the_same_loss_from_rewards(name):
     torch.testing.assert_close(out.loss, ours.loss, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(trl_grad, ours_grad, rtol=1e-12, atol=1e-15)
     assert ours_grad.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_folding_alpha_into_the_advantages_is_exact(name):
+    """Every policy term is positively homogeneous of degree 1 in A and branches only on A's
+    sign, so α·A on the negative advantages with hysteresis off equals hysteresis α: the fold
+    verl's estimator relies on. KL and entropy terms are untouched by α either way."""
+    b = make_batch(seed=31, spread=0.9)
+    extra = dict(ref_logp=b.ref_logp, beta=0.05, entropy=torch.rand_like(b.old_logp), entropy_coef=0.01)
+    for alpha in (0.0, 0.3, 1.0):
+        expected = mhpo.policy_loss(name, *b.inputs(), hysteresis=alpha, **extra)
+        (expected_grad,) = torch.autograd.grad(expected.loss, b.logp)
+        folded = torch.where(b.advantages < 0, alpha * b.advantages, b.advantages)
+        got = mhpo.policy_loss(name, b.logp, b.old_logp, folded, b.mask, hysteresis="off", **extra)
+        (got_grad,) = torch.autograd.grad(got.loss, b.logp)
+        torch.testing.assert_close(got.loss, expected.loss, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-15)
+    for scale in (0.5, 3.0):  # homogeneity itself, on the policy term alone
+        base = mhpo.policy_loss(name, *b.inputs(), hysteresis="off", aggregation="token_sum").per_token
+        scaled = mhpo.policy_loss(name, b.logp, b.old_logp, scale * b.advantages, b.mask, hysteresis="off",
+                                  aggregation="token_sum").per_token  # fmt: skip
+        torch.testing.assert_close(scaled, scale * base, rtol=1e-12, atol=1e-15)
+
+
+def _verl_rollout(rewards, mask, uids):
+    from verl import DataProto
+
+    lengths = mask.sum(-1).long()
+    token_rewards = torch.zeros_like(mask)
+    rows = torch.arange(mask.shape[0])
+    token_rewards[rows, (lengths - 1).clamp(min=0)] = rewards  # verl puts the score on the last token
+    return DataProto.from_dict(tensors={"token_level_rewards": token_rewards, "response_mask": mask},
+                               non_tensors={"uid": np.array(uids, dtype=object)})  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_trainer_and_verl_give_the_same_loss_from_rewards(name):
+    """From the same rewards, masks and log-probs: mhpo's trainer path and verl's own
+    compute_advantage with the mhpo_<name> estimator (rows of a group not consecutive), then
+    the registered policy loss on split micro-batches with verl's global_batch_info, give the
+    same loss and gradient in float64."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    b = make_batch(batch=8, seed=41, spread=0.5, group_size=4)
+    B, T = b.mask.shape
+    rewards = torch.tensor([(i * 3) % 4 / 3 for i in range(B)], dtype=torch.float64)
+    spec = mhpo.get_objective(name)
+    batch = mhpo.prepare_rollout(name, rewards, b.mask, group_size=4, max_length=T)
+    ours = mhpo.policy_loss(name, b.logp, b.old_logp, batch.advantages, b.mask, **batch.loss_options())
+    (ours_grad,) = torch.autograd.grad(ours.loss, b.logp)
+
+    perm = torch.tensor([4, 0, 5, 1, 6, 2, 7, 3])  # verl's rows: the two groups interleaved
+    uids = ["p1" if int(i) >= 4 else "p0" for i in perm]
+    data = compute_advantage(_verl_rollout(rewards[perm], b.mask[perm], uids), adv_estimator=f"mhpo_{name}",
+                             config=OmegaConf.create({"norm_adv_by_std_in_grpo": True}))  # fmt: skip
+    advantages = data.batch["advantages"]
+    logp = b.logp.detach()[perm].requires_grad_(True)
+    fn = get_policy_loss_fn(verl_mode(name))
+    loss = 0
+    for rows in torch.arange(B).split(3):  # micro-batches of 3, 3 and 2
+        part, _ = fn(b.old_logp[perm][rows], logp[rows], advantages[rows], b.mask[perm][rows],
+                     loss_agg_mode=OURS_TO_VERL[spec.aggregation], config=verl_config(verl_mode(name), b))  # fmt: skip
+        loss = loss + part
+    (verl_grad,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(loss, ours.loss, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(verl_grad, ours_grad[perm], rtol=1e-12, atol=1e-15)
+    assert ours_grad.abs().max() > 1e-3
+
+
+def test_verl_estimator_honours_an_explicit_scale_and_refuses_micro_batch_alpha():
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    b = make_batch(batch=8, seed=42, group_size=4)
+    rewards = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0], dtype=torch.float64)
+    data = _verl_rollout(rewards, b.mask, ["a"] * 4 + ["b"] * 4)
+    with pytest.warns(UserWarning, match="overrides grpo's advantage scale 'group' with 'none'"):
+        out = compute_advantage(data, adv_estimator="mhpo_grpo", config=OmegaConf.create({"norm_adv_by_std_in_grpo": False}))
+    expected = mhpo.group_advantages(rewards, 4, scale="none").unsqueeze(-1) * b.mask
+    torch.testing.assert_close(out.batch["advantages"], expected, rtol=0, atol=1e-15)
+    config = verl_config("a_hpo", b)
+    config.policy_loss.objective_hysteresis = "adaptive"
+    with pytest.raises(ValueError, match="use algorithm.adv_estimator=mhpo_a_hpo"):
+        get_policy_loss_fn("a_hpo")(b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,
+                                    loss_agg_mode="token-mean", config=config)  # fmt: skip
+    with pytest.raises(ValueError, match="groups of one size"):
+        compute_advantage(_verl_rollout(rewards, b.mask, ["a"] * 3 + ["b"] * 5), adv_estimator="mhpo_grpo",
+                          config=OmegaConf.create({}))  # fmt: skip

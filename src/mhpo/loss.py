@@ -62,7 +62,9 @@ def _check_finite(name: str, value: Tensor, counted: Tensor | None) -> None:
 
 def hysteresis_setting(name: str, hysteresis: Any = None, alpha_min: Any = None) -> tuple[float | str | None, float | None]:
     """The hysteresis an objective runs with, from a user's options: ``hysteresis`` (None =
-    the objective's default, a number in [0, 1] or text of one, or ``"adaptive"``) and
+    the objective's default, a number in [0, 1] or text of one, ``"adaptive"``, or ``"off"``
+    for none even where the objective has one, e.g. when α is already folded into the
+    advantages) and
     ``alpha_min`` (only with adaptive hysteresis; default 0.1 there). Returns (α or
     "adaptive" or None, α_min or None); raises ValueError naming the fix. Hosts' options
     (the trainer's flags, TRL's and verl's config fields) all go through here.
@@ -73,6 +75,10 @@ def hysteresis_setting(name: str, hysteresis: Any = None, alpha_min: Any = None)
     spec = get_objective(name)
     if isinstance(hysteresis, str) and hysteresis.strip().lower() in ("", "none", "null"):
         hysteresis = None
+    if isinstance(hysteresis, str) and hysteresis.strip().lower() == "off":  # none, whatever the recipe says
+        if alpha_min is not None:
+            raise ValueError("alpha_min only applies with hysteresis='adaptive'; hysteresis is 'off'.")
+        return None, None
     if isinstance(hysteresis, str) and hysteresis.strip() != "adaptive":
         try:
             hysteresis = float(hysteresis)
@@ -239,7 +245,7 @@ def policy_loss(
     ::
 
         δ = clamp(logp − old_logp, −20, 20)
-        ℓ = objective(δ, A)                       (per token, METHODS.md)
+        ℓ = objective(δ, A)                       (per token, docs/objectives.md)
         ℓ ← w_is·ℓ                                (rollout importance-sampling correction)
         ℓ ← α·ℓ where A < 0                       (hysteresis)
         ℓ ← ℓ + beta·k(ref_logp, logp)            (KL, estimator k1/k2/k3)
@@ -257,10 +263,11 @@ def policy_loss(
         ref_logp: log π_ref, (B, T), for the KL term.
         beta: KL coefficient (>= 0); beta > 0 needs ``ref_logp``.
         kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
-        hysteresis: None, a fixed α in [0, 1] for completions with A < 0, or ``"adaptive"``
-            (A-HPO, α from *these* advantages). None = the objective's default (0.6 for
-            ``hpo``, ``"adaptive"`` for ``a_hpo``, off otherwise). With micro-batches, pass
-            ``mhpo.adaptive_alpha`` of the whole rollout batch instead of ``"adaptive"``.
+        hysteresis: None, a fixed α in [0, 1] for completions with A < 0, ``"adaptive"``
+            (A-HPO, α from *these* advantages), or ``"off"`` (none, whatever the default).
+            None = the objective's default (0.6 for ``hpo``, ``"adaptive"`` for ``a_hpo``, off
+            otherwise). With micro-batches, pass the rollout batch's α
+            (``mhpo.prepare_rollout(...).hysteresis``) instead of ``"adaptive"``.
         is_weights: (B, T) non-negative per-token weights correcting for the rollout engine
             sampling from a slightly different distribution than π_old (TRL's vLLM
             ``importance_sampling_ratio``, verl's ``rollout_is_weights``); they multiply the

@@ -1,13 +1,20 @@
-"""verl plug-in: every mhpo objective in verl's policy-loss registry.
+"""verl plug-in: every mhpo objective in verl's policy-loss and advantage-estimator registries.
 
-Load it in every Ray worker with ``VERL_USE_EXTERNAL_MODULES=mhpo.integrations.verl`` and pick
-an objective by name::
+Installed with ``pip install 'mhpo[verl]'``, it loads in every process that imports verl
+(the driver and every Ray worker) through verl's ``verl.plugins`` entry point;
+``VERL_USE_EXTERNAL_MODULES=mhpo.integrations.verl`` keeps working. Pick an objective by its
+estimator and its loss::
 
-    actor_rollout_ref.actor.policy_loss.loss_mode=mhpo
-    actor_rollout_ref.actor.policy_loss._target_=mhpo.integrations.verl.ObjectivePolicyLossConfig
-    +actor_rollout_ref.actor.policy_loss.objective_hyperparameters={c: 1.5}
+    algorithm.adv_estimator=mhpo_a_hpo
+    actor_rollout_ref.actor.policy_loss.loss_mode=a_hpo
 
-Names are registered as they are in mhpo (``grpo``, ``mhpo``, ``a_hpo``, ...). verl's own
+The estimator ``mhpo_<name>`` is the objective's rollout step (:func:`mhpo.prepare_rollout`)
+over the whole rollout batch on the driver: advantages at the objective's scale, and its α
+folded into the negative advantages (exact: every policy term is positively homogeneous of
+degree 1 in A and branches only on its sign, which a registry-wide test checks). The loss then
+runs with hysteresis off, so α is applied once.
+
+Loss names are registered as they are in mhpo (``grpo``, ``mhpo``, ``a_hpo``, ...). verl's own
 ``vanilla``, ``gspo``, ``sapo``, ``cispo`` and ``geo_mean`` stay untouched: where verl already
 has a loss of the same name (``gspo``, ``sapo``, ``cispo``), ours is registered with the
 prefix ``mhpo_`` (``mhpo_gspo``), and every objective is also available under that prefix.
@@ -21,14 +28,15 @@ Conventions, as verl calls a policy loss:
 * ``loss_agg_mode`` is honoured (``token-mean`` -> ``token_mean`` and so on); HPO's
   ``mean_length`` has no verl name and equals ``token-mean`` over a global mini-batch;
 * verl's ``clip_ratio_low``, ``clip_ratio_high``, ``clip_ratio_c``, ``tau_pos`` and ``tau_neg``,
-  when changed from verl's defaults, set the objective's ``eps_low``, ``eps_high``,
-  ``dual_clip``, ``tau_pos`` and ``tau_neg``; everything else goes in
+  when changed from verl's defaults (read from verl's ActorConfig), set the objective's
+  ``eps_low``, ``eps_high``, ``dual_clip``, ``tau_pos`` and ``tau_neg``; everything else goes in
   ``policy_loss.objective_hyperparameters``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
@@ -38,14 +46,22 @@ import mhpo
 from .common import VERL_AGGREGATIONS, merge_hyperparameters
 
 try:
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, register_policy_loss
-    from verl.workers.config import PolicyLossConfig
+    from verl.trainer.config import AlgoConfig
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, POLICY_LOSS_REGISTRY, register_adv_est, register_policy_loss
+    from verl.workers.config import ActorConfig, PolicyLossConfig
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("mhpo.integrations.verl needs verl: pip install 'mhpo[verl]'.") from error
 
 PREFIX = "mhpo_"
-# verl ActorConfig defaults, to tell a value the user changed from one left alone.
-_VERL_DEFAULTS = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 3.0, "tau_pos": 1.0, "tau_neg": 1.05}
+
+
+def _defaults(config_class) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
+
+
+# verl's own defaults, to tell a value the user changed from one left alone.
+_VERL_DEFAULTS = _defaults(ActorConfig)
+_ALGO_DEFAULTS = _defaults(AlgoConfig)
 _TRANSLATION = {"clip_ratio_low": "eps_low", "clip_ratio_high": "eps_high", "clip_ratio_c": "dual_clip",
                 "tau_pos": "tau_pos", "tau_neg": "tau_neg"}  # fmt: skip
 
@@ -56,9 +72,11 @@ class ObjectivePolicyLossConfig(PolicyLossConfig):
 
     Attributes:
         objective_hyperparameters: the objective's hyperparameters, e.g. ``{c: 1.5, use_dhp: false}``.
-        objective_hysteresis: weight of A<0 completions: a float, ``adaptive`` or None (objective default).
-            In verl the loss sees one micro-batch, so ``adaptive`` uses that micro-batch's advantage signs.
-        objective_alpha_min: lower bound of the adaptive weight (default 0.1).
+        objective_hysteresis: None (default): α comes from the ``mhpo_<name>`` advantage
+            estimator, folded into the advantages. Set it (a float in [0, 1]) only to apply a
+            fixed α in the loss on advantages from another estimator; ``adaptive`` is refused
+            here, since one micro-batch is not the rollout batch A-HPO's α is defined on.
+        objective_alpha_min: refused here; set ``algorithm.objective_alpha_min`` for the estimator.
     """
 
     objective_hyperparameters: dict = dataclasses.field(default_factory=dict)
@@ -82,9 +100,75 @@ def _policy_option(config, key: str) -> Any:
     return policy.get(key) if policy is not None and hasattr(policy, "get") else None
 
 
+def _option(config, key: str) -> Any:
+    if config is None:
+        return None
+    return config.get(key) if hasattr(config, "get") else getattr(config, key, None)
+
+
+def verl_advantages(
+    name: str,
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index,
+    *,
+    advantage_scale: str | None = None,
+    hysteresis: Any = None,
+    alpha_min: float | None = None,
+) -> torch.Tensor:
+    """verl's rollout batch -> the objective's advantages (B, T), α folded in.
+
+    Rows are grouped by ``index`` (verl's ``uid``, in any order); every group must have the
+    same size G. The rewards are summed over tokens, :func:`mhpo.prepare_rollout` gives the
+    advantages at the objective's scale and the batch's α, and α multiplies the negative
+    advantages, which is exact for every registered objective (each policy term is positively
+    homogeneous of degree 1 in A and branches only on A's sign)."""
+    if index is None:
+        raise ValueError(f"the mhpo_{name} advantage estimator needs verl's uid index to group completions by prompt.")
+    groups: dict[Any, list[int]] = {}
+    for row, uid in enumerate(index):
+        groups.setdefault(uid, []).append(row)
+    sizes = sorted({len(rows) for rows in groups.values()})
+    if len(sizes) != 1:
+        raise ValueError(f"the mhpo_{name} advantage estimator needs groups of one size (rollout.n); got sizes {sizes}.")
+    order = torch.tensor([row for rows in groups.values() for row in rows], device=token_level_rewards.device)
+    rewards = token_level_rewards.sum(-1)
+    batch = mhpo.prepare_rollout(name, rewards[order], response_mask[order], group_size=sizes[0],
+                                 advantage_scale=advantage_scale, hysteresis=hysteresis, alpha_min=alpha_min)  # fmt: skip
+    advantages = batch.advantages
+    if batch.hysteresis is not None:
+        advantages = torch.where(advantages < 0, batch.hysteresis.to(advantages) * advantages, advantages)
+    out = torch.empty_like(advantages)
+    out[order] = advantages
+    return out.unsqueeze(-1) * response_mask
+
+
+def make_advantage_estimator(name: str):
+    """verl advantage estimator ``mhpo_<name>``: the objective's rollout step on the driver."""
+    spec = mhpo.get_objective(name)
+
+    def estimator(token_level_rewards, response_mask, index=None, config=None, **kwargs):
+        scale = None
+        norm_by_std = _option(config, "norm_adv_by_std_in_grpo")
+        if norm_by_std is not None and norm_by_std != _ALGO_DEFAULTS["norm_adv_by_std_in_grpo"]:
+            scale = "group" if norm_by_std else "none"  # the user's explicit choice wins
+            if scale != spec.advantage_scale:
+                warnings.warn(f"algorithm.norm_adv_by_std_in_grpo={norm_by_std} overrides {name}'s advantage scale "
+                              f"'{spec.advantage_scale}' with '{scale}'.", stacklevel=2)  # fmt: skip
+        advantages = verl_advantages(name, token_level_rewards, response_mask, index, advantage_scale=scale,
+                                     hysteresis=_option(config, "objective_hysteresis"),
+                                     alpha_min=_option(config, "objective_alpha_min"))  # fmt: skip
+        return advantages, advantages
+
+    estimator.__name__ = f"mhpo_{name}_advantage"
+    estimator.__doc__ = f"verl advantage estimator for the mhpo objective '{name}' (see mhpo.integrations.verl)."
+    return estimator
+
+
 def make_policy_loss(name: str):
     """verl policy-loss function for the mhpo objective ``name``."""
     spec = mhpo.get_objective(name)
+    needs_estimator = spec.hysteresis is not None or spec.advantage_scale != "group"
 
     def policy_loss(
         old_log_prob: torch.Tensor,
@@ -110,14 +194,21 @@ def make_policy_loss(name: str):
             norms["num_seqs"] = float(info["global_batch_size"])
         if "num_tokens" in norms and "num_seqs" in norms:
             norms["mean_length"] = norms["num_tokens"] / norms["num_seqs"]
+        # α belongs to the rollout batch: the mhpo_<name> estimator folds it into the advantages.
         hysteresis = _policy_option(config, "objective_hysteresis")
-        hysteresis = spec.hysteresis if hysteresis is None else hysteresis
-        alpha_min = _policy_option(config, "objective_alpha_min")
+        if hysteresis is not None and (str(hysteresis) == "adaptive" or _policy_option(config, "objective_alpha_min") is not None):
+            raise ValueError(
+                "policy_loss.objective_hysteresis=adaptive would use one micro-batch's advantage signs; A-HPO's α is "
+                f"the rollout batch's: use algorithm.adv_estimator=mhpo_{name} (set algorithm.objective_alpha_min there)."
+            )
+        if hysteresis is None and needs_estimator and not getattr(policy_loss, "warned", False):
+            policy_loss.warned = True
+            warnings.warn(f"verl: '{name}' takes its advantage scale and α from the advantage estimator; they are "
+                          f"applied only with algorithm.adv_estimator=mhpo_{name}.", stacklevel=2)  # fmt: skip
         out = mhpo.policy_loss(
             name, log_prob, old_log_prob, advantages, response_mask,
             aggregation=VERL_AGGREGATIONS[loss_agg_mode],
-            hysteresis=hysteresis,
-            alpha_min=alpha_min if hysteresis == "adaptive" else None,
+            hysteresis="off" if hysteresis is None else hysteresis,
             is_weights=rollout_is_weights,
             **norms, **_hyperparameters(name, config),
         )  # fmt: skip
@@ -145,10 +236,16 @@ def registered_names() -> dict[str, str]:
 
 
 def register_all() -> dict[str, str]:
-    """Register every objective with verl (idempotent)."""
+    """Register every objective's policy loss and advantage estimator with verl (idempotent:
+    a second import, e.g. through both the entry point and VERL_USE_EXTERNAL_MODULES, finds
+    them registered)."""
     names = registered_names()
     for loss_mode, name in names.items():
-        register_policy_loss(loss_mode)(make_policy_loss(name))
+        if not getattr(POLICY_LOSS_REGISTRY.get(loss_mode), "__name__", "").startswith("mhpo_"):
+            register_policy_loss(loss_mode)(make_policy_loss(name))
+    for name in mhpo.list_objectives():
+        if PREFIX + name not in ADV_ESTIMATOR_REGISTRY:
+            register_adv_est(PREFIX + name)(make_advantage_estimator(name))
     return names
 
 

@@ -128,7 +128,7 @@ def test_on_policy_gradient_equals_plain_policy_gradient(name, batch):
 
 def test_clip_at_extreme_ratio_gives_zero_gradient_from_clamp():
     # δ = 30 is clamped to 20: with A < 0 the unclipped branch is active, but the clamp stops
-    # the gradient (METHODS.md: δ is clamped before exponentiation).
+    # the gradient (docs/objectives.md: δ is clamped before exponentiation).
     logp, old, adv, mask = tokens([[math.exp(30.0)]], [-1.0])
     out = mhpo.policy_loss("grpo", logp, old, adv, mask)
     assert out.per_token.item() == pytest.approx(math.exp(20.0), rel=1e-14)

@@ -1,4 +1,4 @@
-"""The contract every registered objective must satisfy (STYLE.md: one registry-wide test)."""
+"""The contract every registered objective must satisfy, checked for all of them in one place."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_extreme_log_ratios_stay_finite(name, shift):
 
 @pytest.mark.parametrize("name", ALL)
 def test_autograd_gradient_equals_gradient_weight(name):
-    """With token_sum aggregation, ∂loss/∂logp = −A·w·mask exactly (METHODS.md's w)."""
+    """With token_sum aggregation, ∂loss/∂logp = −A·w·mask exactly (the w of docs/objectives.md)."""
     b = make_batch(seed=5, spread=1.2)
     out = mhpo.policy_loss(name, *b.inputs(), aggregation="token_sum")
     (grad,) = torch.autograd.grad(out.loss, b.logp)

@@ -28,3 +28,32 @@ def test_readme_commands_exist_in_makefile():
     for target in ("run", "test"):
         assert f"make {target}" in README and re.search(rf"^{target}:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: pathlib.Path) -> set[str]:
+    return {_slug(line.lstrip("#")) for line in path.read_text().splitlines() if re.match(r"#{1,6} ", line)}
+
+
+def test_every_documentation_reference_in_the_code_resolves():
+    """Docstrings and tests cite docs/<file>.md, optionally #<heading>: each file and heading
+    exists. A reference to a file outside the repository (such as a METHODS.md) fails too."""
+    pattern = re.compile(r"\b((?:docs/)?[A-Za-z_]+\.md)(#[\w\-]+)?")
+    checked = 0
+    for source in sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]):
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            for name, anchor in pattern.findall(line):
+                if name in ("report.md", "README.md") or source.name == "test_docs.py":
+                    continue  # a study's output file; this test's own pattern
+                target = ROOT / name if name.startswith("docs/") else ROOT / "docs" / name
+                where = f"{source.relative_to(ROOT)}:{number}"
+                assert target.is_file(), f"{where} cites {name}, which is not in the repository"
+                if anchor:
+                    assert anchor[1:] in _anchors(target), f"{where} cites {name}{anchor}: no such heading"
+                checked += 1
+    assert checked >= 15

@@ -16,7 +16,7 @@ def softplus(x: float) -> float:
 
 
 def reference(r: float, c=1.5, k_pos=1.5, lam_pos=1.0, k_neg=2.0, lam_neg=0.8, lfm=True, dhp=True):
-    """METHODS.md §8 written out with the math module, independently of the library."""
+    """docs/objectives.md#mhpo-mhpo written out with the math module, independently of the library."""
     delta = math.log(r)
     psi = c * math.tanh(delta / c) if lfm else delta
     zeta = (softplus(psi) / lam_pos) ** k_pos + (softplus(-psi) / lam_neg) ** k_neg if dhp else 0.0
@@ -39,7 +39,7 @@ def test_on_policy_arithmetic():
     [(0.5, 0.128, 0.054), (1.0, 0.265, 0.265), (2.0, 0.251, 0.391), (10.0, 0.123, 0.082)],
 )
 def test_methods_reference_values(r, survival, weight):
-    """The 3-decimal values METHODS.md lists, and the exact values of the formula."""
+    """The 3-decimal values docs/objectives.md lists, and the exact values of the formula."""
     logp = torch.tensor([[math.log(r)]], dtype=F64, requires_grad=True)
     out = mhpo.policy_loss("mhpo", logp, torch.zeros_like(logp), torch.ones(1, dtype=F64), torch.ones_like(logp))
     w = mhpo.gradient_weight("mhpo", logp.detach(), torch.ones(1, 1, dtype=F64)).item()

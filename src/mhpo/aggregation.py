@@ -1,4 +1,5 @@
-"""Reducing a per-token loss (B, T) to a scalar: the aggregation modes of METHODS.md.
+"""Reducing a per-token loss (B, T) to a scalar: the aggregation modes of
+docs/objectives.md#aggregation.
 
 Every mode takes optional *global* normalisers. A trainer that splits a rollout batch into
 micro-batches (or data-parallel ranks) passes the normalisers of the whole batch to each

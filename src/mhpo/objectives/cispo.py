@@ -48,7 +48,7 @@ def cispo_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: CISPO
 def cispo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: CISPOConfig):
     r"""Clipped Importance Sampling Policy Optimization (MiniMax-M1).
 
-    Equation (METHODS.md §6)::
+    Equation (docs/objectives.md#cispo-cispo)::
 
         ℓ = −sg[clip(r, 1 − eps_low, 1 + eps_high)]·A·logp
 

@@ -59,7 +59,7 @@ def clipped_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: Cli
 def clipped_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: ClipConfig):
     r"""PPO-clip surrogate, per token.
 
-    Equation (METHODS.md §1)::
+    Equation (docs/objectives.md#clipped-family-grpo-dr_grpo-dapo-hpo-a_hpo)::
 
         r = exp(log_ratio)
         ℓ = −min(r·A, clip(r, 1 − eps_low, 1 + eps_high)·A)

@@ -59,7 +59,7 @@ def gmpo_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: GMPOCo
 def gmpo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: GMPOConfig):
     r"""Geometric-Mean Policy Optimization.
 
-    Equation (METHODS.md §7)::
+    Equation (docs/objectives.md#gmpo-gmpo)::
 
         δ̃ = min(δ, clip(δ, −eps_low, eps_high))   if A_i > 0
         δ̃ = max(δ, clip(δ, −eps_low, eps_high))   if A_i < 0

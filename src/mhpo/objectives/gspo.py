@@ -61,7 +61,7 @@ def gspo_token_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: 
 def gspo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: GSPOConfig):
     r"""Group Sequence Policy Optimization (Zheng et al., 2025).
 
-    Equation (METHODS.md §4)::
+    Equation (docs/objectives.md#gspo-gspo-and-gspo-token-gspo_token)::
 
         s_i = exp( Σ_t m δ_{i,t} / Σ_t m )
         ℓ_i = −min(s_i·A_i, clip(s_i, 1 − eps_low, 1 + eps_high)·A_i), broadcast to the tokens of i
@@ -108,7 +108,7 @@ def gspo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor,
 def gspo_token_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: GSPOConfig):
     r"""GSPO-token: the sequence ratio's value with a per-token gradient path.
 
-    Equation (METHODS.md §4)::
+    Equation (docs/objectives.md#gspo-gspo-and-gspo-token-gspo_token)::
 
         s_{i,t} = sg[s_i] · exp(logp_{i,t} − sg[logp_{i,t}])
         ℓ_{i,t} = −min(s_{i,t}·A_{i,t}, clip(s_{i,t}, 1 − eps_low, 1 + eps_high)·A_{i,t})
@@ -135,7 +135,7 @@ def gspo_token_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: T
 
     Deviations and assumptions:
         1. The per-token log-ratio fed to the clip is sg[log s_i] + logp − sg[logp], whose
-           exponential is exactly METHODS.md's s_{i,t}.
+           exponential is exactly the s_{i,t} of docs/objectives.md.
     """
     seq_log_ratio = sequence_mean(log_ratio, mask).detach()  # (B, 1); sg[s_i]
     token_log_ratio = seq_log_ratio + (logp - logp.detach())  # value log s_i, gradient ∇logp

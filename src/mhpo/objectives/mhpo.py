@@ -105,7 +105,7 @@ def mhpo_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: MHPOCo
 def mhpo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: MHPOConfig):
     r"""Modulated Hazard-aware Policy Optimization.
 
-    Equation (METHODS.md §8)::
+    Equation (docs/objectives.md#mhpo-mhpo)::
 
         ψ = c·tanh(δ/c)                                         (Log-Fidelity Modulator)
         ζ = (softplus(sg[ψ])/lam_pos)^k_pos + (softplus(−sg[ψ])/lam_neg)^k_neg   (Decoupled Hazard Penalty)

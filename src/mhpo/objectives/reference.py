@@ -34,7 +34,7 @@ def _ratio_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: NoCo
 def reinforce_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: NoConfig):
     r"""REINFORCE with group-relative advantages, a reference point for studies.
 
-    Equation (METHODS.md §10)::
+    Equation (docs/objectives.md#reference-points-reinforce-unclipped)::
 
         ℓ = −A·logp,  w = 1
 
@@ -70,7 +70,7 @@ def reinforce_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Te
 def unclipped_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: NoConfig):
     r"""The unclipped importance-weighted surrogate, a reference point for studies.
 
-    Equation (METHODS.md §10)::
+    Equation (docs/objectives.md#reference-points-reinforce-unclipped)::
 
         ℓ = −r·A,  w = r (unbounded)
 

@@ -7,7 +7,7 @@ parametrised tests. An entry binds a name to
   ``log_ratio`` is δ = log π_θ − log π_old already clamped to [−20, 20], ``advantages`` is
   broadcast to (B, T) and ``mask`` is a float (B, T) tensor of 0/1;
 * ``weight``: ``(log_ratio, advantages, mask, cfg) -> w`` (B, T), the analytic gradient
-  weight of METHODS.md, taking the *unclamped* δ so that it can tell where the clamp
+  weight of docs/objectives.md, taking the *unclamped* δ so that it can tell where the clamp
   stops the gradient;
 * ``config``: a frozen dataclass holding the hyperparameters and their defaults;
 * the rest of the objective's recipe, which lives outside the per-token loss: aggregation,
@@ -75,7 +75,7 @@ class ObjectiveSpec:
         loss: per-token loss function (see module docstring).
         weight: analytic gradient-weight function (see module docstring).
         config: frozen dataclass of hyperparameters; ``config()`` gives the defaults.
-        aggregation: default aggregation mode (METHODS.md table).
+        aggregation: default aggregation mode (docs/objectives.md#aggregation).
         advantage_scale: default ``scale`` of :func:`mhpo.group_advantages`.
         level: ``"token"`` or ``"sequence"``. A sequence-level objective needs one advantage
             per completion, and its gradient weight is that of the whole sequence.

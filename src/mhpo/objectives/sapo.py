@@ -64,7 +64,7 @@ def sapo_weight(log_ratio: Tensor, advantages: Tensor, mask: Tensor, cfg: SAPOCo
 def sapo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, cfg: SAPOConfig):
     r"""Soft Adaptive Policy Optimization.
 
-    Equation (METHODS.md §5)::
+    Equation (docs/objectives.md#sapo-sapo)::
 
         r = exp(log_ratio),  τ = tau_pos if A > 0 else tau_neg
         ℓ = −(4/τ)·σ(τ·(r − 1))·A

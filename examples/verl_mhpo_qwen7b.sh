@@ -4,7 +4,8 @@
 #
 #   pip install 'mhpo[verl]' vllm
 #   TRAIN=~/data/math/train.parquet VAL=~/data/math/test.parquet bash examples/verl_mhpo_qwen7b.sh
-#   bash examples/verl_mhpo_qwen7b.sh actor_rollout_ref.actor.policy_loss.loss_mode=a_hpo   # another objective
+#   bash examples/verl_mhpo_qwen7b.sh algorithm.adv_estimator=mhpo_a_hpo \
+#     actor_rollout_ref.actor.policy_loss.loss_mode=a_hpo actor_rollout_ref.actor.loss_agg_mode=token-mean  # another objective
 #   bash examples/verl_mhpo_qwen7b.sh --print-overrides                                     # show, do not run
 #
 # The data files are verl's parquet format (see verl's examples/data_preprocess).
@@ -15,8 +16,8 @@ VAL=${VAL:-$HOME/data/math/test.parquet}
 MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
 
 OVERRIDES=(
-  algorithm.adv_estimator=grpo
-  algorithm.norm_adv_by_std_in_grpo=True
+  # The objective's advantage step (its scale, and its alpha folded in for HPO/A-HPO).
+  algorithm.adv_estimator=mhpo_mhpo
   algorithm.use_kl_in_reward=False
   "data.train_files=$TRAIN"
   "data.val_files=$VAL"
@@ -44,8 +45,6 @@ OVERRIDES=(
   actor_rollout_ref.rollout.gpu_memory_utilization=0.6
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8
   actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8
-  # Every Ray worker must import the plug-in so that verl's registry knows the objectives.
-  +ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=mhpo.integrations.verl
   trainer.n_gpus_per_node=8
   trainer.nnodes=1
   trainer.total_epochs=15
@@ -61,5 +60,6 @@ if [[ ${1:-} == --print-overrides ]]; then
   exit 0
 fi
 
-export VERL_USE_EXTERNAL_MODULES=mhpo.integrations.verl
+# Installed with 'mhpo[verl]', the plug-in loads through verl's entry point in the driver and in
+# every Ray worker: no environment variable is needed.
 exec python3 -m verl.trainer.main_ppo "${OVERRIDES[@]}" "$@"

@@ -201,7 +201,9 @@ def test_verl_recipe_composes_with_verls_own_config():
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     assert isinstance(actor.policy_loss, ObjectivePolicyLossConfig)
     assert actor.policy_loss.objective_hyperparameters == {"c": 1.5, "k_pos": 1.5, "lam_pos": 1.0, "k_neg": 2.0, "lam_neg": 0.8}
-    assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "mhpo.integrations.verl"
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn
+
+    assert get_adv_estimator_fn(cfg.algorithm.adv_estimator).__name__ == "mhpo_mhpo_advantage"
     fn = get_policy_loss_fn(actor.policy_loss.loss_mode)
     b = make_batch(seed=74)
     loss, _ = fn(b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,

@@ -46,6 +46,16 @@ class RolloutBatch:
         """Keywords for every micro-batch's policy_loss: the batch's α and normalisers."""
         return {"hysteresis": self.hysteresis, **self.normalisers}
 
+    def folded_advantages(self) -> Tensor:
+        """(B,) advantages with α multiplied into the negative ones, for a host whose loss
+        cannot be handed α (verl); run the loss with ``hysteresis="off"``. Exact for every
+        registered objective: each policy term is positively homogeneous of degree 1 in A and
+        branches only on its sign (tested registry-wide)."""
+        if self.hysteresis is None:
+            return self.advantages
+        alpha = self.hysteresis.to(self.advantages)
+        return torch.where(self.advantages < 0, alpha * self.advantages, self.advantages)
+
 
 def prepare_rollout(
     name: str,

@@ -135,9 +135,7 @@ def verl_advantages(
     rewards = token_level_rewards.sum(-1)
     batch = mhpo.prepare_rollout(name, rewards[order], response_mask[order], group_size=sizes[0],
                                  advantage_scale=advantage_scale, hysteresis=hysteresis, alpha_min=alpha_min)  # fmt: skip
-    advantages = batch.advantages
-    if batch.hysteresis is not None:
-        advantages = torch.where(advantages < 0, batch.hysteresis.to(advantages) * advantages, advantages)
+    advantages = batch.folded_advantages()
     out = torch.empty_like(advantages)
     out[order] = advantages
     return out.unsqueeze(-1) * response_mask

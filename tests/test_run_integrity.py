@@ -333,3 +333,59 @@ def test_scoring_in_a_worker_thread_still_verifies(tmp_path):
     thread.start()
     thread.join()
     assert results == {"right": 1.0, "wrong": 0.0}
+
+
+# ---- gradient clipping made visible, and the step-0 evaluation computed once ----------------------
+
+
+def test_clipped_fraction_and_relative_clipping(tmp_path):
+    from test_trainer import _OnesTask
+
+    common = dict(steps=4, lr=3e-3, minibatches=2, mu=2, max_grad_norm=1e-6)
+    tight = Trainer(tiny_config(tmp_path / "a", **common), task=_OnesTask(), **QUIET).train()
+    assert all(r["grad_norm/clipped_frac"] == 1.0 for r in tight[1:])  # every step's norm exceeds 1e-6
+    free = Trainer(tiny_config(tmp_path / "b", **{**common, "max_grad_norm": float("inf")}), task=_OnesTask(), **QUIET).train()
+    assert all(r["grad_norm/clipped_frac"] == 0.0 for r in free[1:])
+    # Relative: after 10 optimizer steps (4 per RL step here), clip at 0.5x the median of the earlier norms.
+    relative = Trainer(tiny_config(tmp_path / "c", **{**common, "max_grad_norm": float("inf"), "relative_clip": 0.5}),
+                       task=_OnesTask(), **QUIET).train()  # fmt: skip
+    assert relative[1]["grad_norm/clipped_frac"] == 0.0 and relative[2]["grad_norm/clipped_frac"] == 0.0
+    assert relative[3]["grad_norm/clipped_frac"] > 0 and relative[3]["grad_norm/threshold"] < float("inf")
+
+
+def test_relative_clipping_resumes_as_an_uninterrupted_run(tmp_path):
+    from test_trainer import VOLATILE, _OnesTask
+
+    common = dict(steps=5, relative_clip=1.0, max_grad_norm=float("inf"), checkpoint_every=1, eval_every=0)
+    Trainer(tiny_config(tmp_path / "a", **common), task=_OnesTask(), **QUIET).train()
+    Trainer(tiny_config(tmp_path / "b", **{**common, "steps": 3}), task=_OnesTask(), **QUIET).train()
+    Trainer(tiny_config(tmp_path / "b", **common, resume=True), task=_OnesTask(), **QUIET).train()
+    # The 3-step run's evaluation at its last step stays in the extended log; compare the training.
+    skip = (*VOLATILE, "eval/")
+    stable = lambda path: [{k: v for k, v in r.items() if not k.startswith(skip)} for r in read_metrics(path)]  # noqa: E731
+    assert stable(tmp_path / "b" / "run" / "metrics.jsonl") == stable(tmp_path / "a" / "run" / "metrics.jsonl")
+    assert any(r.get("grad_norm/clipped_frac") for r in read_metrics(tmp_path / "a" / "run" / "metrics.jsonl"))
+
+
+def test_step_zero_evaluation_is_computed_once_per_warm_start(tmp_path, monkeypatch):
+    from test_trainer import VOLATILE
+
+    cache = str(tmp_path / "cache")
+    first = Trainer(tiny_config(tmp_path / "a", warmstart_steps=5, cache_dir=cache, steps=2, eval_every=1), **QUIET)
+    first.train()
+    assert len(list((tmp_path / "cache").glob("eval0-*.json"))) == 1
+    calls = []
+    real = Trainer._evaluate
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self: calls.append(self.step) or real(self))
+    second = Trainer(tiny_config(tmp_path / "b", warmstart_steps=5, cache_dir=cache, steps=2, eval_every=1,
+                                 objective="grpo"), **QUIET)  # fmt: skip
+    second.train()
+    assert calls == [1, 2]  # step 0 came from the cache
+    same_objective = Trainer(tiny_config(tmp_path / "c", warmstart_steps=5, cache_dir=cache, steps=2, eval_every=1), **QUIET)
+    same_objective.train()
+    stable = lambda path: [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in read_metrics(path)]  # noqa: E731
+    # Skipping the evaluation changes nothing else: the run equals the one that computed it.
+    assert stable(tmp_path / "c" / "run" / "metrics.jsonl") == stable(tmp_path / "a" / "run" / "metrics.jsonl")
+    other_seed = Trainer(tiny_config(tmp_path / "d", warmstart_steps=5, cache_dir=cache, steps=1, seed=1), **QUIET)
+    other_seed.train()
+    assert len(list((tmp_path / "cache").glob("eval0-*.json"))) == 2  # avg@k samples with the seed

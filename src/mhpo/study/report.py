@@ -115,7 +115,7 @@ CSV_KEYS = [
     "reward/mean", "reward/std", "reward/zero_variance_frac", "eval/accuracy", "eval/avg@k",
     "grad_norm/max", "grad_norm/mean", "entropy/mean", "ratio/max", "ratio/min", "ratio/mean",
     "log_ratio/abs_mean", "kl/old_k3", "clip/low_frac", "clip/high_frac", "grad_weight/mean",
-    "length/mean", "length/truncated_frac", "loss", "time/step", "time/eval",
+    "length/mean", "length/truncated_frac", "loss", "time/step", "time/eval", "grad_norm/clipped_frac",
 ]  # fmt: skip
 
 
@@ -181,6 +181,7 @@ def summarise(run: Run, threshold: float) -> dict[str, float | None]:
     _, entropy = run.series("entropy/mean")
     _, ratio = run.series("ratio/max")
     _, length = run.series("length/mean")
+    _, clipped = run.series("grad_norm/clipped_frac")
     _, accuracy = run.eval_series("eval/accuracy")
     _, avg_k = run.eval_series("eval/avg@k")
     reached = first_reaching(steps, reward, threshold)
@@ -197,6 +198,8 @@ def summarise(run: Run, threshold: float) -> dict[str, float | None]:
         "final_entropy": _last_mean(entropy),
         "max_ratio": max(ratio) if ratio else math.nan,
         "final_length": _last_mean(length),
+        # share of the run's optimizer steps whose gradient was clipped (n/a in runs logged before it existed)
+        "clipped_frac": statistics.fmean(clipped) if clipped else math.nan,
         "steps": float(steps[-1]) if steps else 0.0,
     }
 
@@ -211,6 +214,7 @@ COLUMNS = [
     ("final_entropy", "final entropy", 3),
     ("max_ratio", "largest ratio", 2),
     ("final_length", "response length", 1),
+    ("clipped_frac", "clipped steps", 2),
 ]
 
 
@@ -362,6 +366,7 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
             ("ratio/min", "smallest importance ratio", False, 1, True),
             ("length/mean", "response length (tokens)", False, 1, False),
             ("kl/old_k3", "KL(π_old ‖ π_θ), k3", False, 1, True),
+            ("grad_norm/clipped_frac", "share of optimizer steps clipped (5-step mean)", False, 5, False),
         ],
     }
     written = []

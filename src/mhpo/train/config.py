@@ -89,6 +89,10 @@ class TrainConfig:
     weight_decay: float = _field(0.0, "AdamW weight decay")
     warmup_steps: int = _field(4, "linear learning-rate warm-up, in optimizer steps")
     max_grad_norm: float = _field(1.0, "gradient clipping norm, > 0 (inf = no clipping; the norm before clipping is logged)")
+    relative_clip: float | None = _field(
+        None, "also clip at this multiple of the median pre-clip norm of the run's earlier optimizer steps "
+        "(none during its first 10 steps), so that clipping removes outliers instead of rescaling every step"
+    )
     # DAPO's rollout rules (None = the objective's recipe)
     dynamic_sampling: bool | None = _field(None, "drop groups with equal rewards and sample more prompts")
     dynamic_sampling_rounds: int = _field(4, "most sampling rounds per step with dynamic sampling")
@@ -249,6 +253,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("top_p", lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]"),
     ("max_grad_norm", lambda v: v == math.inf or (_finite(v) and v > 0), "a number > 0, or inf for no clipping"),
     ("alpha_min", lambda v: v is None or (_finite(v) and 0 <= v <= 1), "in [0, 1]"),
+    ("relative_clip", lambda v: v is None or (_finite(v) and v > 0), "a finite number > 0 (a multiple of the median norm)"),
     ("threads", lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
     ("checkpoint_every", lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
     ("eval_every", lambda v: v >= 0, "an integer >= 0 (0 = only at start and end)"),

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
 import pathlib
 import random
+import statistics
 import time
 from typing import Any
 
@@ -37,6 +40,7 @@ from .warmstart import WarmStartConfig, warm_start
 
 Tensor = torch.Tensor
 PROMPT_CHUNK = 1024
+RELATIVE_CLIP_WARMUP = 10  # optimizer steps before --relative-clip has a median to go by
 
 
 def build_task(cfg: TrainConfig):
@@ -134,6 +138,7 @@ class Trainer:
         if policy is None:
             check_model_source(cfg.model)
         self.out = pathlib.Path(cfg.output_dir)
+        self.warm_start_path: pathlib.Path | None = None
         self.run_directory = RunDirectory(self.out)
         try:
             state = self._saved_state()
@@ -141,7 +146,7 @@ class Trainer:
                 policy = load_policy(model_config(cfg), seed=0)
                 policy.tokenizer.prompt_ids(self.eval_problems[0])  # e.g. a conversation without a chat template
                 if state is None:  # a resumed run takes its weights from the checkpoint
-                    warm_start(policy, self.task, warmstart_config(cfg), cfg.cache_dir, log=log)
+                    self.warm_start_path = warm_start(policy, self.task, warmstart_config(cfg), cfg.cache_dir, log=log)
         except BaseException:
             self.run_directory.release()
             raise
@@ -157,6 +162,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.prompts = PromptStream(self.task, cfg.seed)
         self.step = 0
+        self.grad_norm_history: list[float] = []  # pre-clip norms of every optimizer step so far
         self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
         self.tensorboard = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard else None
         if state is not None:
@@ -175,6 +181,7 @@ class Trainer:
             "prompt_position": self.prompts.position,
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
+            "grad_norm_history": list(self.grad_norm_history),
             "config": self.cfg.to_dict(),
         }
 
@@ -225,6 +232,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         self.prompts.position = state["prompt_position"]
+        self.grad_norm_history = list(state.get("grad_norm_history", []))
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step = state["step"]
@@ -336,7 +344,7 @@ class Trainer:
         if self.reference is not None:
             batch.ref_logp = self._logprobs(batch, model=self.reference)
         hp = dict(cfg.hp)
-        grad_norms, losses, parts = [], [], []
+        grad_norms, thresholds, losses, parts = [], [], [], []
         rows_all = batch.sequences.shape[0]
         tokens = 0
         self.policy.model.train()
@@ -366,22 +374,64 @@ class Trainer:
                     minibatch_loss += out.loss.item()
                     tokens += int(mask.sum())
                     parts.append((float(mask.sum()), out.metrics))
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
-                grad_norms.append(float(grad_norm))
+                threshold = self._clip_threshold()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), threshold))
+                grad_norms.append(grad_norm)
+                thresholds.append(threshold)
+                self.grad_norm_history.append(grad_norm)
                 losses.append(minibatch_loss)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - start
+        if cfg.relative_clip is not None:
+            stats["grad_norm/threshold"] = min(thresholds, default=math.inf)
         stats.update(_merge_metrics(parts))
         stats.update({
             "loss": sum(losses) / max(len(losses), 1),
             "grad_norm/mean": sum(grad_norms) / max(len(grad_norms), 1),
             "grad_norm/max": max(grad_norms, default=0.0),
+            # the share of optimizer steps whose gradient the threshold actually shrank
+            "grad_norm/clipped_frac": sum(n > t for n, t in zip(grad_norms, thresholds)) / max(len(grad_norms), 1),
             "lr": self.scheduler.get_last_lr()[0],
             "time/update": elapsed,
             "tokens/update_per_s": tokens / elapsed if elapsed > 0 else 0.0,
         })  # fmt: skip
+
+    def _clip_threshold(self) -> float:
+        """The clipping norm of the next optimizer step: --max-grad-norm, and with
+        --relative-clip K at most K times the median pre-clip norm of the run's earlier steps."""
+        threshold = self.cfg.max_grad_norm
+        if self.cfg.relative_clip is not None and len(self.grad_norm_history) >= RELATIVE_CLIP_WARMUP:
+            threshold = min(threshold, self.cfg.relative_clip * statistics.median(self.grad_norm_history))
+        return threshold
+
+    def _baseline_evaluation(self) -> dict[str, float]:
+        """Step 0's evaluation. It depends only on the warm start and the evaluation options
+        (not on the objective), so every run of a study that shares them reuses one result,
+        cached as JSON next to the warm start. Evaluation draws from its own seeded generator,
+        so skipping it leaves training unchanged."""
+        if self.warm_start_path is None:
+            return self._evaluate()
+        cfg = self.cfg
+        task_config = getattr(self.task, "config", None)
+        identity = {
+            "version": 1,
+            "warm_start": self.warm_start_path.name,
+            "task": [self.task.name, dataclasses.asdict(task_config) if dataclasses.is_dataclass(task_config) else None],
+            "evaluation": [cfg.eval_size, cfg.eval_k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, cfg.dtype],
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.warm_start_path.with_name(f"eval0-{digest}.json")
+        try:
+            return {**json.loads(path.read_text()), "time/eval": 0.0}
+        except (OSError, ValueError):  # not cached yet, or a damaged file: evaluate
+            result = self._evaluate()
+            try:
+                atomic_write_text(path, json.dumps(result, sort_keys=True))
+            except OSError:  # a read-only cache costs time, not correctness
+                pass
+            return result
 
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg
@@ -420,7 +470,7 @@ class Trainer:
         cfg = self.cfg
         records = []
         if self.step == 0:
-            baseline = {"step": 0, **self._evaluate()}
+            baseline = {"step": 0, **self._baseline_evaluation()}
             self._record(baseline)
             records.append(baseline)
             self.log(f"step 0: held-out accuracy {baseline['eval/accuracy']:.3f}, avg@{cfg.eval_k} {baseline['eval/avg@k']:.3f}")

@@ -23,4 +23,5 @@ bench: env
 studies: env
 	.venv/bin/python studies/stability.py
 	.venv/bin/python studies/smollm2.py
+	.venv/bin/python studies/controls.py
 	.venv/bin/python studies/publish.py

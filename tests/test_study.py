@@ -12,6 +12,7 @@ import pytest
 from mhpo.study.compare import compare, parse_variant
 from mhpo.study.report import build_report, export_csv, find_runs, load_csv
 from mhpo.study.stats import first_reaching, mean_ci, spikes
+from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import read_metrics
 from mhpo.train.trainer import Trainer
 from trainer_helpers import TINY, tiny_config
@@ -170,6 +171,28 @@ def test_stability_study_cells():
     assert bad.returncode == 2 and "unknown cell(s) countdown5-standard" in bad.stderr
 
 
+def test_controls_study_design():
+    study = _load_study("controls")
+    stability = _load_study("stability")
+    for variant in study.OBJECTIVES:
+        parse_variant(variant)
+    assert {"grpo", "dapo", "sapo", "cispo", "a_hpo", "mhpo", "mhpo@normalize_on_policy=true"} <= set(study.OBJECTIVES)
+    pieces = {name: (options, seeds) for name, options, seeds in study.pieces("all")}
+    controls = [n for n in pieces if not n.startswith("sweep")]
+    assert len(controls) == 6 and all(pieces[n][1] >= 5 for n in controls)
+    # the stability study's regimes, with the clipping rule as the only change
+    for regime, values in stability.REGIMES.items():
+        assert {k: pieces[f"clip1-countdown3-{regime}"][0][k] for k in values} == values
+    assert pieces["noclip-countdown3-stress"][0]["max_grad_norm"] == float("inf")
+    relative = pieces["relative-countdown3-stress"][0]
+    assert relative["max_grad_norm"] == float("inf") and relative["relative_clip"] == 3.0
+    rates = sorted(options["lr"] for name, (options, _) in pieces.items() if name.startswith("sweep"))
+    assert len(rates) >= 4 and rates[0] == 1e-4 and rates[-1] >= 4 * 4e-4
+    assert all(options["mu"] == 4 and seeds >= 3 for name, (options, seeds) in pieces.items() if name.startswith("sweep"))
+    for name, (options, _) in pieces.items():
+        TrainConfig.from_dict({**stability.BASE, **options}).validate()
+
+
 def _load_study(name):
     import importlib.util
 
@@ -241,3 +264,29 @@ def test_record_invocation_appends_wall_times(tmp_path):
     assert [(e["wall_s"], e.get("cell"), e.get("steps")) for e in entries] == [(12.3, "c3", None), (5.0, None, 60)]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", e["finished"]) for e in entries)
     assert [p.name for p in tmp_path.iterdir()] == ["timing.json"]  # no temporary file left
+
+
+def test_sweep_table_finds_where_each_objective_breaks(tmp_path):
+    from mhpo.study.report import Run
+    from mhpo.study.sweep import plot_sweep, sweep_table
+
+    def run(label, lr, seed, final, norm):
+        records = [{"step": 0, "eval/accuracy": 0.30}, {"step": 1, "reward/mean": 0.2, "grad_norm/max": norm},
+                   {"step": 2, "reward/mean": 0.2, "grad_norm/max": norm}, {"step": 2, "eval/accuracy": final}]  # fmt: skip
+        return Run(f"{label} (lr={lr})", seed, tmp_path, {"lr": lr}, records)
+
+    runs = [
+        run("grpo", 1e-4, 0, 0.40, 1.0), run("grpo", 1e-4, 1, 0.36, 1.0),
+        run("grpo", 4e-4, 0, 0.34, 2.0), run("grpo", 4e-4, 1, 0.28, 2.0),  # mean gain +0.01: still above
+        run("grpo", 1.6e-3, 0, 0.10, 9.0), run("grpo", 1.6e-3, 1, 0.20, 9.0),  # broken
+        run("mhpo", 1e-4, 0, 0.29, 0.3), run("mhpo", 1e-4, 1, 0.30, 0.3),  # never above
+    ]
+    table, grid = sweep_table(runs, order=["grpo", "mhpo"])
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    # grpo gains per seed: 1e-4: 0.10, 0.06 -> 0.080 ± 12.706 * 0.0283 / √2 = ± 0.254;
+    # 4e-4: 0.04, -0.02 -> 0.010 ± 12.706 * 0.0424 / √2 = ± 0.381; 1.6e-3: -0.20, -0.10 -> ± 0.635
+    assert rows[0] == "| `grpo` | 0.080 ± 0.254 | 0.010 ± 0.381 | -0.150 ± 0.635 | 0.0004 |"
+    assert rows[1] == "| `mhpo` | -0.005 ± 0.064 | n/a | n/a | none |"
+    assert sorted(grid["grpo"]) == [1e-4, 4e-4, 1.6e-3]
+    path = plot_sweep(grid, tmp_path / "sweep.png", order=["grpo", "mhpo"])
+    assert path.read_bytes()[:4] == b"\x89PNG"

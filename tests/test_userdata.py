@@ -117,7 +117,7 @@ def test_missing_or_null_fields_name_the_row(row, message, tmp_path):
 
 
 def test_a_separate_eval_file_and_csv(tmp_path):
-    train = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"t{i}", "answer": i} for i in range(3)])
+    _write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"t{i}", "answer": i} for i in range(3)])
     test = tmp_path / "test.csv"
     test.write_text("prompt,answer\ne0,10\ne1,11\n")
     task = UserData(UserDataConfig(train, eval_path=str(test)))
@@ -127,7 +127,7 @@ def test_a_separate_eval_file_and_csv(tmp_path):
 
 
 def test_eval_of_a_run_honours_its_flags(tmp_path, monkeypatch):
-    train = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"{i}", "answer": str(i)} for i in range(20)])
+    _write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"{i}", "answer": str(i)} for i in range(20)])
     test = _write_jsonl(tmp_path / "test.jsonl", [{"prompt": f"{i}", "answer": str(i)} for i in range(7)])
     monkeypatch.chdir(tmp_path)
     Trainer(tiny_config(tmp_path, task="userdata", data_path="train.jsonl", steps=1, eval_size=2), log=lambda *a: None).train()

@@ -117,7 +117,7 @@ def test_missing_or_null_fields_name_the_row(row, message, tmp_path):
 
 
 def test_a_separate_eval_file_and_csv(tmp_path):
-    _write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"t{i}", "answer": i} for i in range(3)])
+    train = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"t{i}", "answer": i} for i in range(3)])
     test = tmp_path / "test.csv"
     test.write_text("prompt,answer\ne0,10\ne1,11\n")
     task = UserData(UserDataConfig(train, eval_path=str(test)))

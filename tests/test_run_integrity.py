@@ -99,7 +99,7 @@ BAD_FLAGS = [
     (["--checkpoint-every", "-1"], "--checkpoint-every must be an integer >= 0"),
     (["--eval-every", "-1"], "--eval-every must be an integer >= 0"),
     (["--dynamic-sampling-rounds", "0"], "--dynamic-sampling-rounds must be an integer >= 1"),
-    (["--dtype", "float16"], "dtype must be one of float32, bfloat16"),
+    (["--dtype", "float16"], "dtype must be one of auto, float32, bfloat16"),
     (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
     (["--objective", "grpo", "--alpha-min", "0.3"], "--alpha-min only applies with adaptive hysteresis"),
     (["--top-p", "0"], "--top-p must be in \\(0, 1\\]"),

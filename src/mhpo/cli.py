@@ -85,8 +85,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 # have no effect on an evaluation, so they are refused rather than ignored.
 EVAL_OPTIONS = (
     "task", "num_numbers", "max_number", "max_target", "operators", "format_reward", "num_operands", "max_operand",
-    "answer_format", "data_path", "eval_data_path", "prompt_field", "answer_field", "reward_fn",
-    "temperature", "top_p", "max_new_tokens", "eval_size", "eval_k", "seed", "threads", "dtype", "cache_dir",
+    "answer_format", "data_path", "eval_data_path", "prompt_field", "answer_field", "reward_fn", "reward_weights",
+    "system_prompt", "temperature", "top_p", "max_new_tokens", "eval_size", "eval_k", "seed", "threads", "device",
+    "dtype", "cache_dir",
 )  # fmt: skip
 
 
@@ -167,6 +168,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             for p, ids, text in zip(shown, prompts, rollout.texts)
         ]
     print(json.dumps(output, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .train.export import export_run
+
+    try:
+        export_run(args.run, args.out, adapter_only=args.adapter_only)
+    except ValueError as error:
+        raise SystemExit(f"mhpo export: {error}") from None
     return 0
 
 
@@ -253,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", help="YAML file of options (without --run)")
     add_config_arguments(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    exp = sub.add_parser("export", help="write a run's trained policy as a Hugging Face model directory",
+                         description="The latest checkpoint of a run as a directory that transformers' "
+                         "AutoModelForCausalLM.from_pretrained loads (LoRA merged into the weights), or with "
+                         "--adapter-only the LoRA adapter for peft.PeftModel.from_pretrained.")  # fmt: skip
+    exp.add_argument("--run", required=True, help="run directory written by mhpo train")
+    exp.add_argument("--out", required=True, help="new directory to write (refused if it exists and is not empty)")
+    exp.add_argument("--adapter-only", action="store_true", help="write only the LoRA adapter (runs with --lora-rank)")
+    exp.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -325,7 +325,7 @@ def policy_loss(
     per_token, metrics = spec.loss(log_ratio, prep.logp, adv, float_mask, cfg)
     if is_weights is not None:
         is_weights = torch.where(counted, is_weights.detach().to(per_token.dtype), zero)
-        per_token = per_token * torch.where(counted, is_weights, torch.ones((), dtype=per_token.dtype))
+        per_token = per_token * torch.where(counted, is_weights, torch.ones((), dtype=per_token.dtype, device=per_token.device))
         metrics["is_weight/mean"] = masked_mean(is_weights, float_mask)
     if alpha is not None:
         per_token = torch.where(adv < 0, alpha * per_token, per_token)

@@ -38,8 +38,10 @@ class UserDataConfig:
         eval_fraction: share of rows held out for evaluation (after a seeded shuffle).
         eval_path: a separate held-out file; then every row of ``path`` is for training and
             every row of ``eval_path`` for evaluation.
-        reward_fn: ``module:function`` called as ``function(completion, answer, prompt) -> float``;
-            default: math-verify equivalence of the answer and the completion (1 or 0).
+        reward_fn: ``module:function`` called as ``function(completion, answer, prompt) -> float``,
+            or several of them; default: math-verify equivalence of the answer and the completion
+            (1 or 0). With several, the reward is their weighted sum.
+        reward_weights: one weight per reward function (default: 1 each).
     """
 
     path: str = ""
@@ -48,7 +50,8 @@ class UserDataConfig:
     split: str = "train"
     eval_fraction: float = 0.1
     eval_path: str = ""
-    reward_fn: str = ""
+    reward_fn: str | tuple[str, ...] = ""
+    reward_weights: tuple[float, ...] = ()
 
 
 def load_reward_fn(spec: str) -> Callable[[str, str, str], float]:
@@ -72,6 +75,14 @@ def load_reward_fn(spec: str) -> Callable[[str, str, str], float]:
     if not callable(fn):
         raise ValueError(f"'{module_name}' has no callable '{attr}' to use as reward function.")
     return fn
+
+
+def reward_name(spec: str, specs: list[str]) -> str:
+    """The metric name of a reward function: its function name, or module.function when two
+    functions share a name."""
+    module, _, attr = spec.partition(":")
+    clash = sum(s.partition(":")[2] == attr for s in specs) > 1
+    return f"{module}.{attr}" if clash else attr
 
 
 # ---- math-verify ---------------------------------------------------------------------------
@@ -265,9 +276,16 @@ class UserData:
             n_eval = max(1, int(round(len(train) * config.eval_fraction)))
             train, held_out = [train[i] for i in order[n_eval:]], [train[i] for i in order[:n_eval]]
         self._splits = {"train": train, "eval": held_out}
-        self._reward_name = config.reward_fn or "math-verify"
-        self._reward = load_reward_fn(config.reward_fn) if config.reward_fn else math_verify_reward
-        if config.reward_fn:  # a broken reward function fails here, before any work
+        specs = [config.reward_fn] if isinstance(config.reward_fn, str) else list(config.reward_fn)
+        specs = [spec for spec in specs if spec]
+        weights = list(config.reward_weights) or [1.0] * len(specs)
+        if len(weights) != len(specs):
+            raise ValueError(f"{len(weights)} reward weight(s) for {len(specs)} reward function(s); give one per function.")
+        # (name, function, weight); the names key the per-function metrics (reward/NAME)
+        self._rewards = [(reward_name(spec, specs), spec, load_reward_fn(spec), float(w)) for spec, w in zip(specs, weights)]
+        if not self._rewards:
+            self._rewards = [("math_verify", "math-verify", math_verify_reward, 1.0)]
+        if specs:  # a broken reward function fails here, before any work
             probe = held_out[0]
             self.score(f"<answer>{probe.answer}</answer>", probe)
 
@@ -283,22 +301,33 @@ class UserData:
             return rows[:count]
         return [rows[rng.randrange(len(rows))] for _ in range(count)]
 
+    @property
+    def reward_names(self) -> list[str]:
+        return [name for name, *_ in self._rewards]
+
     def score(self, completion: str, problem: Problem) -> float:
-        """The reward function's value; an exception or a value that is not a finite number
-        is an error naming the function, never a silent 0."""
-        try:
-            value = self._reward(completion, problem.answer, problem.prompt)
-        except Exception as error:
-            raise ValueError(
-                f"reward function {self._reward_name} raised {type(error).__name__}: {error} (prompt "
-                f"{problem.prompt[:60]!r}); fix it so that it returns a number for any completion."
-            ) from error
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-            raise ValueError(
-                f"reward function {self._reward_name} returned {value!r} for prompt {problem.prompt[:60]!r}; "
-                "it must return a finite number (float)."
-            )
-        return float(value)
+        """The reward: the weighted sum of the reward functions' values."""
+        return self.score_parts(completion, problem)[0]
+
+    def score_parts(self, completion: str, problem: Problem) -> tuple[float, dict[str, float]]:
+        """The reward and each function's own (unweighted) value. An exception or a value that
+        is not a finite number is an error naming the function, never a silent 0."""
+        parts = {}
+        for name, spec, fn, _ in self._rewards:
+            try:
+                value = fn(completion, problem.answer, problem.prompt)
+            except Exception as error:
+                raise ValueError(
+                    f"reward function {spec} raised {type(error).__name__}: {error} (prompt "
+                    f"{problem.prompt[:60]!r}); fix it so that it returns a number for any completion."
+                ) from error
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+                raise ValueError(
+                    f"reward function {spec} returned {value!r} for prompt {problem.prompt[:60]!r}; "
+                    "it must return a finite number (float)."
+                )
+            parts[name] = float(value)
+        return sum(w * parts[name] for name, _, _, w in self._rewards), parts
 
     def demonstration(self, problem: Problem) -> str | None:
         return None

@@ -15,11 +15,13 @@ from typing import Any
 import mhpo
 
 TASKS = ("countdown", "arithmetic", "userdata")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
+REPORTERS = ("tensorboard", "trackio", "wandb")
 
 # Options that do not change what a run trains or measures: where it writes, how it shows
 # progress, how often it saves. A report does not tell runs apart by them.
-NOT_IDENTITY = ("output_dir", "resume", "progress", "threads", "tensorboard", "cache_dir", "checkpoint_every", "eval_every")
+NOT_IDENTITY = ("output_dir", "resume", "progress", "threads", "tensorboard", "report_to", "project", "cache_dir",
+                "checkpoint_every", "keep_checkpoints", "eval_every", "device")
 # What a resumed run may change: the above, and more steps (to extend it).
 RESUMABLE = (*NOT_IDENTITY, "steps")
 
@@ -58,14 +60,25 @@ class TrainConfig:
     eval_data_path: str = _field("", "userdata: a separate held-out file (default: 10% of --data-path's rows)")
     prompt_field: str = _field("prompt", "userdata: prompt column")
     answer_field: str = _field("answer", "userdata: answer column")
-    reward_fn: str = _field("", "userdata: reward function module:function (default: math-verify)")
+    reward_fn: list = _field([], "userdata: reward function module:function, called as f(completion, answer, prompt) "
+                             "(repeatable; the reward is their weighted sum; default: math-verify)")
+    reward_weights: list = _field([], "userdata: comma-separated weights of the --reward-fn functions (default: 1 each)")
+    system_prompt: str = _field("", "chat models: a system message put before every prompt that has none")
     # model
     model: str = _field("tiny", "tiny | smollm2-135m | path to a Hugging Face model directory")
     hidden_size: int = _field(128, "tiny model: width")
     num_layers: int = _field(4, "tiny model: layers")
     num_heads: int = _field(4, "tiny model: attention heads")
     intermediate_size: int = _field(384, "tiny model: MLP width")
-    dtype: str = _field("float32", "float32 | bfloat16 (bfloat16 autocast)")
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps (auto: an accelerator when one is present, else cpu)")
+    dtype: str = _field("auto", "auto | float32 | bfloat16 (bfloat16 autocast; auto: bfloat16 on a GPU that supports it, "
+                        "else float32)")
+    lora_rank: int = _field(0, "LoRA rank r through peft (0 = train every weight); the KL reference is then the "
+                            "base model with the adapter disabled")
+    lora_alpha: float | None = _field(None, "LoRA scaling alpha (default: 2 x lora_rank)")
+    lora_dropout: float = _field(0.0, "LoRA dropout")
+    lora_target_modules: str = _field("all-linear", "LoRA target modules: 'all-linear' or comma-separated module names "
+                                      "(e.g. q_proj,v_proj)")
     # warm start (supervised fine-tuning on solver demonstrations, cached by its config)
     warmstart_steps: int | None = _field(
         None, "SFT steps on solver demonstrations before RL (default: 120 for the tiny model, 0 = none for a pretrained one)"
@@ -85,6 +98,8 @@ class TrainConfig:
     mu: int = _field(2, "passes over each rollout batch (mu > 1 moves ratios off 1)")
     minibatches: int = _field(2, "optimizer steps per pass")
     micro_batch_size: int = _field(64, "completions per forward/backward (gradient accumulation)")
+    share_prompts: bool = _field(True, "compute each prompt once for all the completions in a micro-batch that share it "
+                                 "(the same log-probs and gradients up to float rounding, less work)")
     lr: float = _field(1e-4, "AdamW learning rate")
     weight_decay: float = _field(0.0, "AdamW weight decay")
     warmup_steps: int = _field(4, "linear learning-rate warm-up, in optimizer steps")
@@ -105,9 +120,12 @@ class TrainConfig:
     # output
     output_dir: str = _field("runs/train", "run directory (metrics.jsonl, checkpoints, TensorBoard)")
     checkpoint_every: int = _field(10, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = _field(2, "checkpoints kept on disk, newest first (each holds weights and optimizer state)")
     resume: bool = _field(False, "continue from the latest checkpoint in output_dir")
     seed: int = _field(0, "seed of sampling, prompts and update order")
-    tensorboard: bool = _field(False, "also write TensorBoard events")
+    tensorboard: bool = _field(False, "also write TensorBoard events (same as --report-to tensorboard)")
+    report_to: str = _field("", "comma-separated trackers besides metrics.jsonl: tensorboard, trackio, wandb")
+    project: str = _field("mhpo", "trackio / Weights & Biases project name (the run is named after --output-dir)")
     progress: bool = _field(True, "show a progress bar")
     threads: int = _field(0, "torch threads (0 = torch's default)")
 
@@ -134,7 +152,9 @@ class TrainConfig:
         to reach non-zero reward; a pretrained model gets none unless asked."""
         if self.warmstart_steps is not None:
             return self.warmstart_steps
-        return 120 if self.model == "tiny" else 0
+        # user data has no solver demonstrations (and a random tiny model cannot learn
+        # natural language from them anyway; docs/training.md says to use a pretrained model)
+        return 120 if self.model == "tiny" and self.task != "userdata" else 0
 
     def validate(self) -> TrainConfig:
         """Check everything that can be checked before any work starts; raise ValueError."""
@@ -163,9 +183,21 @@ class TrainConfig:
             (self.aggregation is None or self.aggregation in mhpo.AGGREGATIONS, f"unknown aggregation '{self.aggregation}'."),
             (self.advantage_scale in (None, "group", "batch", "none"), f"unknown advantage_scale '{self.advantage_scale}'."),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}; got '{self.dtype}'."),
+            (_device_form(self.device), f"device must be auto, cpu, cuda, cuda:N or mps; got '{self.device}'."),
+            (not self.reward_fn or self.task == "userdata", "--reward-fn is for --task userdata."),
+            (not self.reward_weights or len(self.reward_weights) == len(self.reward_fn),
+             f"--reward-weights gives {len(self.reward_weights)} weight(s) for {len(self.reward_fn)} --reward-fn "
+             "function(s); give one weight per function, in the same order."),
+            (not self.system_prompt or self.model != "tiny",
+             "--system-prompt needs a chat model (the tiny model has no chat template); use --model with a chat model."),
+            (self.lora_rank == 0 or self.lora_target_modules.strip() != "",
+             "--lora-target-modules is empty; use 'all-linear' or module names such as q_proj,v_proj."),
             (self.answer_format in ("tag", "number"), f"answer_format must be 'tag' or 'number'; got '{self.answer_format}'."),
         ]
         problems += [message for ok, message in checks if not ok]
+        unknown = [r for r in self.reporters() if r not in REPORTERS]
+        if unknown:
+            problems.append(f"--report-to: unknown tracker(s) {', '.join(unknown)}; use {', '.join(REPORTERS)}.")
         problems += _range_problems(self)
         if not problems:  # the overlong buffer is only meaningful once both numbers are valid
             if self.preset("overlong_buffer") >= self.max_new_tokens:
@@ -183,6 +215,22 @@ class TrainConfig:
             return [str(error).replace("alpha_min", "--alpha-min").replace("set hysteresis", "add --hysteresis")]
         return []
 
+    def reporters(self) -> list[str]:
+        """The trackers to write to (--report-to, and tensorboard for --tensorboard)."""
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        if self.tensorboard and "tensorboard" not in names:
+            names.append("tensorboard")
+        return names
+
+    def resolved(self) -> TrainConfig:
+        """The configuration as it runs on this machine: absolute file paths, the device that
+        ``auto`` picks and the dtype that ``auto`` means there. It is what config.yaml records."""
+        device = resolve_device(self.device)
+        dtype = self.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if _bfloat16_native(device) else "float32"
+        return dataclasses.replace(self.with_absolute_paths(), device=device, dtype=dtype)
+
     def with_absolute_paths(self) -> TrainConfig:
         """The same configuration with its file paths made absolute, so that the saved
         config.yaml still names the same files from another working directory."""
@@ -197,8 +245,10 @@ class TrainConfig:
     def changes_from(self, saved: dict[str, Any], allowed: tuple[str, ...] = RESUMABLE) -> list[str]:
         """Each option (outside ``allowed``) whose value differs from the saved configuration,
         as 'option: saved X, now Y'."""
-        before = TrainConfig.from_dict(saved).with_absolute_paths().to_dict()
-        now = self.with_absolute_paths().to_dict()
+        before, now = TrainConfig.from_dict(saved).with_absolute_paths(), self.with_absolute_paths()
+        if "auto" in (before.dtype, now.dtype):  # compare the dtype that each would run with here
+            before, now = (dataclasses.replace(c, dtype=c.resolved().dtype) for c in (before, now))
+        before, now = before.to_dict(), now.to_dict()
         return [f"{name}: saved {before[name]!r}, now {now[name]!r}"
                 for name in now if name not in allowed and before[name] != now[name]]  # fmt: skip
 
@@ -236,6 +286,39 @@ class TrainConfig:
         return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()})
 
 
+def _device_form(name: str) -> bool:
+    kind, _, index = name.partition(":")
+    return kind in ("auto", "cpu", "mps") and not index or kind == "cuda" and (not index or index.isdigit())
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: the first accelerator present (CUDA, then Apple's MPS), else ``cpu``. An
+    accelerator that was asked for but is missing is an error, not a silent CPU run."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: torch sees no CUDA device (torch {torch.__version__}, CUDA build: "
+                             f"{torch.version.cuda or 'no'}); use --device cpu, or auto to take what is present.")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s); "
+                             f"use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    if name == "mps" and not has_mps:
+        raise ValueError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto.")
+    return name
+
+
+def _bfloat16_native(device: str) -> bool:
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -266,6 +349,11 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("eval_k", lambda v: v >= 1, "an integer >= 1"),
     ("overlong_buffer", lambda v: v is None or v >= 0, "an integer >= 0 (0 = off)"),
     ("seed", lambda v: v >= 0, "an integer >= 0"),
+    ("keep_checkpoints", lambda v: v >= 1, "an integer >= 1"),
+    ("lora_rank", lambda v: v >= 0, "an integer >= 0 (0 = no LoRA)"),
+    ("lora_alpha", lambda v: v is None or (_finite(v) and v > 0), "a finite number > 0"),
+    ("lora_dropout", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    ("reward_weights", lambda v: all(_finite(w) for w in v), "finite numbers"),
     ("hidden_size", lambda v: v >= 1, "an integer >= 1"),
     ("num_layers", lambda v: v >= 1, "an integer >= 1"),
     ("num_heads", lambda v: v >= 1, "an integer >= 1"),
@@ -336,7 +424,20 @@ def coerce(name: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, dict):
             return dict(value)
         raise refuse()
+    if kind is list:
+        items = value
+        if isinstance(value, str):  # "1,0.5" from a flag, or one function in YAML
+            items = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            items = [value]
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"option '{name}' must be a list; got {value!r} ({type(value).__name__}).")
+        element = _LIST_ITEMS.get(name, str)
+        return [coerce(f"{name}[{i}]", item, element) for i, item in enumerate(items)]
     return value
+
+
+_LIST_ITEMS = {"reward_fn": str, "reward_weights": float}  # the element type of each list option
 
 
 def _base_type(annotation: Any) -> type:
@@ -365,6 +466,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not dataclasses.MISSING else "")
         if f.name == "hp":
             parser.add_argument(flag, type=_parse_hp, action="append", default=argparse.SUPPRESS, help=help_text)
+        elif f.name == "reward_fn":
+            parser.add_argument(flag, action="append", default=argparse.SUPPRESS, help=help_text)
+        elif kind is list:
+            parser.add_argument(flag, type=str, default=argparse.SUPPRESS, help=help_text)
         elif kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:

@@ -26,7 +26,7 @@ def evaluate(
     ``eval/reward``: mean reward of the greedy completions."""
     tok = policy.tokenizer
     prompts = [tok.prompt_ids(p) for p in problems]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=policy.device).manual_seed(seed)
 
     def scores(items: list[int], temp: float) -> list[float]:
         out = []

@@ -34,6 +34,8 @@ class ModelConfig:
         intermediate_size: tiny model MLP width.
         dtype: ``float32`` or ``bfloat16`` (bfloat16 autocast for forward passes).
         logprob_chunk: rows per chunk in the chunked log-probs (default: about 128 MiB per chunk).
+        device: where the model lives and every tensor of a step is made: ``cpu``, ``cuda``,
+            ``cuda:N`` or ``mps`` (resolve ``auto`` with ``mhpo.train.config.resolve_device``).
     """
 
     name: str = "tiny"
@@ -43,12 +45,24 @@ class ModelConfig:
     intermediate_size: int = 384
     dtype: str = "float32"
     logprob_chunk: int | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16'; got '{self.dtype}'.")
         if self.name == "tiny" and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters: rank, scaling alpha (default 2 x rank), dropout and target modules
+    (``all-linear`` or comma-separated module names)."""
+
+    rank: int
+    alpha: float | None = None
+    dropout: float = 0.0
+    target_modules: str = "all-linear"
 
 
 class Policy(torch.nn.Module):
@@ -66,10 +80,47 @@ class Policy(torch.nn.Module):
             if getattr(model.config, attr, None):
                 raise ValueError(f"models with {attr} are not supported (the LM head is applied by mhpo).")
 
+        self.peft = None  # the peft wrapper when LoRA adapters are attached (see add_lora)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
     def autocast(self):
         if self.config.dtype == "bfloat16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def add_lora(self, lora: LoraSettings, seed: int = 0) -> None:
+        """Attach LoRA adapters (peft) to the model in place; only they are trained. The base
+        weights stay as they are, so the model with its adapters disabled is the starting
+        policy (the KL reference, without a second copy in memory). The adapters' random
+        initialisation is drawn from ``seed``, so a run is reproducible."""
+        try:
+            import peft
+        except ImportError:
+            raise ValueError("--lora-rank needs the peft package: pip install 'mhpo[lora]'.") from None
+        targets = lora.target_modules.strip()
+        config = peft.LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha if lora.alpha is not None else 2 * lora.rank, lora_dropout=lora.dropout,
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+            bias="none", task_type="CAUSAL_LM",
+        )  # fmt: skip
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                self.peft = peft.get_peft_model(self.model, config)
+        except ValueError as error:  # e.g. a target module that the model does not have
+            raise ValueError(f"LoRA: {error} Check --lora-target-modules.") from None
+        # get_peft_model injects the adapters into self.model's own modules: self.model stays
+        # the causal LM that the rest of the class drives.
+        self.model = self.peft.get_base_model()
+
+    def adapter_disabled(self):
+        """A context in which the model computes with its base weights only (LoRA off)."""
+        if self.peft is None:
+            raise ValueError("this policy has no LoRA adapter to disable.")
+        return self.peft.disable_adapter()
 
     def completion_logprobs(
         self,
@@ -80,6 +131,7 @@ class Policy(torch.nn.Module):
         with_entropy: bool = False,
         differentiable_entropy: bool = False,
         model: torch.nn.Module | None = None,
+        share_prompts: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Log-probs (and entropies) of the completion tokens.
 
@@ -88,6 +140,10 @@ class Policy(torch.nn.Module):
             attention_mask: (B, P + C), 1 for real tokens.
             prompt_width: P, the padded prompt width; completions start at column P.
             model: another model of the same architecture (a frozen reference); default: this policy's.
+            share_prompts: run each distinct prompt through the model once and let every
+                completion of it attend to that one result (the G completions of a group share
+                their prompt), instead of recomputing the prompt for each row. The same
+                function of the weights, so the same values and gradients up to float rounding.
 
         Returns:
             (B, C) float32 log-probs and, if asked, entropies. The chunked path's entropy
@@ -95,13 +151,24 @@ class Policy(torch.nn.Module):
             the full-logits path instead, at its memory cost.
         """
         model = self.model if model is None else model
+        body = getattr(model, model.base_model_prefix)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        shared = distinct_prompts(sequences, attention_mask, prompt_width) if share_prompts else None
         with self.autocast():
-            hidden = getattr(model, model.base_model_prefix)(
-                input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids
-            ).last_hidden_state
-        # The hidden state at column j predicts the token at column j + 1.
-        hidden = hidden[:, prompt_width - 1 : -1]  # (B, C, H)
+            if shared is None:
+                hidden = body(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+                # The hidden state at column j predicts the token at column j + 1.
+                hidden = hidden[:, prompt_width - 1 : -1]  # (B, C, H)
+            else:
+                first, inverse = shared
+                prompt = body(input_ids=sequences[first, :prompt_width], attention_mask=attention_mask[first, :prompt_width],
+                              position_ids=position_ids[first, :prompt_width], use_cache=True)  # fmt: skip
+                cache = prompt.past_key_values
+                cache.batch_select_indices(inverse)  # each row attends to its prompt's keys and values
+                completion = body(input_ids=sequences[:, prompt_width:], attention_mask=attention_mask,
+                                  position_ids=position_ids[:, prompt_width:], past_key_values=cache,
+                                  use_cache=True).last_hidden_state  # fmt: skip
+                hidden = torch.cat([prompt.last_hidden_state[inverse, -1:], completion[:, :-1]], 1)  # (B, C, H)
         targets = sequences[:, prompt_width:]  # (B, C)
         weight = model.get_output_embeddings().weight
         if differentiable_entropy:
@@ -111,6 +178,21 @@ class Policy(torch.nn.Module):
         return token_logprobs(
             hidden.to(weight.dtype), weight, targets, chunk=self.config.logprob_chunk, with_entropy=with_entropy
         )
+
+
+def distinct_prompts(sequences: Tensor, attention_mask: Tensor, prompt_width: int) -> tuple[Tensor, Tensor] | None:
+    """For rows whose prompts repeat: (the first row of each distinct prompt, each row's index
+    into those), or None when every prompt is distinct (nothing to share)."""
+    key = torch.cat([sequences[:, :prompt_width], attention_mask[:, :prompt_width]], 1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    distinct = int(inverse.max()) + 1
+    if distinct == key.shape[0]:
+        return None
+    rows = torch.arange(key.shape[0], device=key.device)
+    first = torch.full((distinct,), key.shape[0], dtype=torch.long, device=key.device).scatter_reduce(
+        0, inverse, rows, reduce="amin"
+    )
+    return first, inverse
 
 
 def _tiny(config: ModelConfig, seed: int) -> Policy:
@@ -134,7 +216,7 @@ def _tiny(config: ModelConfig, seed: int) -> Policy:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(llama)
-    return Policy(model, tokenizer, config)
+    return Policy(model.to(config.device), tokenizer, config)
 
 
 def smollm2_path() -> pathlib.Path:
@@ -148,7 +230,7 @@ def smollm2_path() -> pathlib.Path:
     return pathlib.Path(spec.origin).parent
 
 
-def _pretrained(config: ModelConfig) -> Policy:
+def _pretrained(config: ModelConfig, system_prompt: str = "") -> Policy:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if config.name == SMOLLM2:
@@ -158,7 +240,7 @@ def _pretrained(config: ModelConfig) -> Policy:
         source, extra = config.name, {}
     tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
-    return Policy(model, HFTokenizer(tokenizer), config)
+    return Policy(model.to(config.device), HFTokenizer(tokenizer, system_prompt=system_prompt), config)
 
 
 def check_model_source(name: str) -> None:
@@ -199,12 +281,15 @@ def check_model_source(name: str) -> None:
                          f"({host}) cannot be reached from here; {fix}.") from None  # fmt: skip
 
 
-def load_policy(config: ModelConfig, seed: int = 0) -> Policy:
-    """Build or load the policy named by ``config.name``."""
+def load_policy(config: ModelConfig, seed: int = 0, *, system_prompt: str = "") -> Policy:
+    """Build or load the policy named by ``config.name``, on ``config.device``; chat models put
+    ``system_prompt`` before every conversation that has no system message."""
     if config.name == "tiny":
+        if system_prompt:
+            raise ValueError("a system prompt needs a chat model; the tiny model has no chat template.")
         return _tiny(config, seed)
     check_model_source(config.name)
-    return _pretrained(config)
+    return _pretrained(config, system_prompt)
 
 
 def save_tiny_hf_model(

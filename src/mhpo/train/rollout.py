@@ -4,6 +4,7 @@ stop at EOS."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 
@@ -21,12 +22,16 @@ class Rollout:
         completions: completion token ids, EOS included when generated.
         texts: decoded completions (without EOS).
         truncated: True where no EOS came within the token budget.
+        prefill_s, decode_s: seconds spent on the prompts' forward pass and on the token-by-token
+            decoding that followed (for the step's time breakdown).
     """
 
     prompts: list[list[int]]
     completions: list[list[int]]
     texts: list[str]
     truncated: list[bool]
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
     def __len__(self) -> int:
         return len(self.completions)
@@ -37,6 +42,8 @@ class Rollout:
             [self.completions[i] for i in rows],
             [self.texts[i] for i in rows],
             [self.truncated[i] for i in rows],
+            self.prefill_s,
+            self.decode_s,
         )
 
     @staticmethod
@@ -46,35 +53,40 @@ class Rollout:
             [c for r in parts for c in r.completions],
             [t for r in parts for t in r.texts],
             [t for r in parts for t in r.truncated],
+            sum(r.prefill_s for r in parts),
+            sum(r.decode_s for r in parts),
         )
 
 
 def pack(
-    prompts: list[list[int]], completions: list[list[int]], pad_id: int
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[Tensor, Tensor, int, Tensor]:
-    """Left-pad prompts, right-pad completions, and join them.
+    """Left-pad prompts, right-pad completions, and join them, on ``device``.
 
     Returns ``(sequences, attention_mask, prompt_width, completion_mask)`` with shapes
     (B, P + C), (B, P + C), P and (B, C).
     """
-    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = left_pad(prompts, pad_id, device)
     width = max(1, max(len(c) for c in completions))
-    tail = torch.full((len(completions), width), pad_id, dtype=torch.long)
-    tail_mask = torch.zeros((len(completions), width), dtype=torch.long)
-    for row, completion in enumerate(completions):
-        if completion:
-            tail[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
-            tail_mask[row, : len(completion)] = 1
+    tail, tail_mask = _padded(completions, width, pad_id, left=False)
+    tail, tail_mask = tail.to(device), tail_mask.to(device)
     return torch.cat([ids, tail], 1), torch.cat([mask, tail_mask], 1), ids.shape[1], tail_mask
 
 
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
+def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    ids, mask = _padded(prompts, max(len(p) for p in prompts), pad_id, left=True)
+    return ids.to(device), mask.to(device)
+
+
+def _padded(rows: list[list[int]], width: int, pad_id: int, *, left: bool) -> tuple[Tensor, Tensor]:
+    """Rows padded to ``width``, built in host memory (then moved in one copy per tensor)."""
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device="cpu")
+    for index, row in enumerate(rows):
+        if row:
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[index, span] = torch.tensor(row, dtype=torch.long, device="cpu")
+            mask[index, span] = 1
     return ids, mask
 
 
@@ -91,6 +103,12 @@ def _sample(logits: Tensor, temperature: float, top_p: float, generator: torch.G
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _elapsed(start: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 @torch.no_grad()
 def generate(
     policy: Policy,
@@ -101,47 +119,67 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Rollout:
-    """Sample one completion per prompt (repeat prompts for groups)."""
+    """Sample one completion per prompt (repeat prompts for groups).
+
+    Each distinct prompt is run through the model once, and its keys and values are shared by
+    every row that repeats it (the G completions of a group). Rows that have produced EOS
+    leave the batch, so decoding computes only the rows still running."""
     tok = policy.tokenizer
-    ids, mask = left_pad(prompts, tok.pad_id)
+    device = policy.device
+    ids, mask = left_pad(prompts, tok.pad_id, device)
     batch, width = ids.shape
     position = (mask.cumsum(-1) - 1).clamp(min=0)
-    finished = torch.zeros(batch, dtype=torch.bool)
-    new_tokens = torch.full((batch, max_new_tokens), tok.pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((batch, max_new_tokens), dtype=torch.long)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    new_tokens = torch.full((batch, max_new_tokens), tok.pad_id, dtype=torch.long, device=device)
+    completion_mask = torch.zeros((batch, max_new_tokens), dtype=torch.long, device=device)
     model = policy.model
     was_training = model.training
     model.eval()
-    cache = None
-    step_ids, step_pos = ids, position
+    start = time.perf_counter()
+    first: dict[tuple[int, ...], int] = {}
+    owner, distinct = [], []  # each row's distinct prompt, and the first row of each
+    for row, prompt in enumerate(prompts):
+        owner.append(first.setdefault(tuple(prompt), len(first)))
+        if owner[-1] == len(distinct):
+            distinct.append(row)
+    rows = torch.tensor(distinct, dtype=torch.long, device=device)
+    with policy.autocast():
+        out = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position[rows], use_cache=True,
+                    logits_to_keep=1)  # fmt: skip
+    cache = out.past_key_values
+    inverse = torch.tensor(owner, dtype=torch.long, device=device)
+    if len(first) < batch:
+        cache.batch_select_indices(inverse)
+    logits = out.logits[inverse, -1]
+    prefill_s = _elapsed(start, device)
+    active = torch.arange(batch, device=device)  # the rows still decoding, in the cache's row order
     full_mask = mask
     for t in range(max_new_tokens):
-        with policy.autocast():
-            out = model(
-                input_ids=step_ids,
-                attention_mask=full_mask,
-                position_ids=step_pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        cache = out.past_key_values
-        token = _sample(out.logits[:, -1], temperature, top_p, generator)
-        token = torch.where(finished, torch.full_like(token, tok.pad_id), token)
-        new_tokens[:, t] = token
-        completion_mask[:, t] = (~finished).long()
-        finished |= token == tok.eos_id
-        if bool(finished.all()):
+        token = _sample(logits, temperature, top_p, generator)
+        new_tokens[active, t] = token
+        completion_mask[active, t] = 1
+        done = token == tok.eos_id
+        finished[active[done]] = True
+        running = ~done
+        if t == max_new_tokens - 1 or not bool(running.any()):
             break
-        step_ids = token[:, None]
-        step_pos = position[:, -1:] + t + 1
-        full_mask = torch.cat([full_mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
+        if not bool(running.all()):  # drop finished rows from the batch and from the cache
+            keep = running.nonzero().squeeze(-1)
+            active, token, full_mask = active[keep], token[keep], full_mask[keep]
+            cache.batch_select_indices(keep)
+        full_mask = torch.cat([full_mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=1)
+        with policy.autocast():
+            out = model(input_ids=token[:, None], attention_mask=full_mask, position_ids=position[active, -1:] + t + 1,
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        logits = out.logits[:, -1]
     model.train(was_training)
 
     completions, texts = [], []
+    new_tokens, completion_mask = new_tokens.cpu(), completion_mask.cpu()  # waits for the device
+    decode_s = _elapsed(start, device) - prefill_s
     for row in range(batch):
         counted = new_tokens[row][completion_mask[row].bool()].tolist()
         completions.append(counted)
         texts.append(tok.decode([i for i in counted if i != tok.eos_id]))
     return Rollout(prompts=[list(p) for p in prompts], completions=completions, texts=texts,
-                   truncated=(~finished).tolist())  # fmt: skip
+                   truncated=(~finished).cpu().tolist(), prefill_s=prefill_s, decode_s=decode_s)  # fmt: skip

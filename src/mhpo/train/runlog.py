@@ -64,6 +64,76 @@ def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # fmt: skip
+
+
+def open_trackers(names: list[str], out: pathlib.Path, project: str, config: dict[str, Any]) -> list:
+    """Open the trackers named by --report-to (metrics.jsonl is always written). A missing
+    package fails here, before any work, with the install command."""
+    trackers = []
+    try:
+        for name in names:
+            if name == "tensorboard":
+                trackers.append(TensorBoardLog(out / "tensorboard"))
+            elif name == "trackio":
+                trackers.append(TrackioLog(project, out.name, config))
+            elif name == "wandb":
+                trackers.append(WandbLog(project, out.name, config, out))
+            else:
+                raise ValueError(f"--report-to: unknown tracker '{name}'; use tensorboard, trackio or wandb.")
+    except BaseException:
+        for tracker in trackers:
+            tracker.close()
+        raise
+    return trackers
+
+
+class TrackioLog:
+    """Metrics mirrored to trackio (local-first: a SQLite store under ~/.cache/huggingface/trackio,
+    shown by ``trackio show``)."""
+
+    def __init__(self, project: str, name: str, config: dict[str, Any]) -> None:
+        try:
+            import trackio
+        except ImportError:
+            raise ValueError("--report-to trackio needs the trackio package: pip install 'mhpo[tracking]'.") from None
+        self.trackio = trackio
+        self.run = trackio.init(project=project, name=name, config=config, resume="allow")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.trackio.log(_scalars(record), step=int(record["step"]))
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
+class WandbLog:
+    """Metrics mirrored to Weights & Biases (``WANDB_MODE=offline`` keeps them local)."""
+
+    def __init__(self, project: str, name: str, config: dict[str, Any], out: pathlib.Path) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError("--report-to wandb needs the wandb package: pip install 'mhpo[tracking]'.") from None
+        self.run = wandb.init(project=project, name=name, config=config, dir=str(out), resume="allow",
+                              id=_wandb_id(out))  # fmt: skip
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.run.log(_scalars(record), step=int(record["step"]))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _wandb_id(out: pathlib.Path) -> str:
+    """One W&B run per run directory, so that a resumed run continues its own W&B run."""
+    import hashlib
+
+    return "mhpo-" + hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+
+
 class TensorBoardLog:
     """Optional TensorBoard mirror of the metrics (needs the tensorboard package)."""
 
@@ -76,7 +146,9 @@ class TensorBoardLog:
 
     def append(self, record: dict[str, Any]) -> None:
         step = record["step"]
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
+        for key, value in _scalars(record).items():
+            self.writer.add_scalar(key, value, step)
         self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

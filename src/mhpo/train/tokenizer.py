@@ -47,6 +47,19 @@ class CharTokenizer:
     def state(self) -> dict:
         return {"kind": self.kind}
 
+    def to_hf(self):
+        """The same tokenizer as a ``transformers`` fast tokenizer (same ids; BOS is added in
+        front of a text, as :meth:`prompt_ids` does), for exported models."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS, **self._index}
+        core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+        core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+        core.decoder = decoders.Fuse()
+        core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
+        return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
 
 class HFTokenizer:
     """A Hugging Face tokenizer; instruct models get their chat template and the
@@ -54,8 +67,11 @@ class HFTokenizer:
 
     kind = "hf"
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, system_prompt: str = "") -> None:
         self.tok = tokenizer
+        self.system_prompt = system_prompt
+        if system_prompt and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("--system-prompt needs a tokenizer with a chat template; this model's has none.")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; generation could not stop.")
         self.eos_id = tokenizer.eos_token_id
@@ -76,6 +92,8 @@ class HFTokenizer:
         messages = problem.data.get("messages")
         if getattr(self.tok, "chat_template", None):
             messages = messages or [{"role": "user", "content": problem.instruction}]
+            if self.system_prompt and messages[0]["role"] != "system":
+                messages = [{"role": "system", "content": self.system_prompt}, *messages]
             text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             return self.encode(text)
         if messages:

@@ -32,10 +32,10 @@ from ..tasks import Arithmetic, ArithmeticConfig, Countdown, CountdownConfig, Us
 from .checkpoint import list_checkpoints, load_latest, save_checkpoint
 from .config import RESUMABLE, TrainConfig
 from .evaluate import evaluate
-from .models import ModelConfig, Policy, check_model_source, load_policy
+from .models import LoraSettings, ModelConfig, Policy, check_model_source, load_policy
 from .rollout import Rollout, generate, pack
 from .rundir import RunDirectory
-from .runlog import MetricsLog, TensorBoardLog, atomic_write_text, read_metrics
+from .runlog import MetricsLog, atomic_write_text, open_trackers, read_metrics
 from .warmstart import WarmStartConfig, warm_start
 
 Tensor = torch.Tensor
@@ -50,11 +50,35 @@ def build_task(cfg: TrainConfig):
     if cfg.task == "arithmetic":
         return Arithmetic(ArithmeticConfig(cfg.num_operands, cfg.max_operand, cfg.operators.replace("/", ""), cfg.answer_format))
     return UserData(UserDataConfig(cfg.data_path, cfg.prompt_field, cfg.answer_field, eval_path=cfg.eval_data_path,
-                                   reward_fn=cfg.reward_fn))  # fmt: skip
+                                   reward_fn=tuple(cfg.reward_fn), reward_weights=tuple(cfg.reward_weights)))  # fmt: skip
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size, cfg.dtype)
+    """The model options of a configuration; resolve it first (``cfg.resolved()``) so that
+    ``auto`` device and dtype are concrete."""
+    dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
+    device = "cpu" if cfg.device == "auto" else cfg.device
+    return ModelConfig(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size, dtype,
+                       device=device)  # fmt: skip
+
+
+def lora_settings(cfg: TrainConfig) -> LoraSettings | None:
+    if not cfg.lora_rank:
+        return None
+    return LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+
+
+def build_policy(cfg: TrainConfig, task=None, *, warm: bool = True, log=print) -> tuple[Policy, pathlib.Path | None]:
+    """The policy of a run before RL: loaded (or built), warm-started if ``warm`` and the
+    configuration asks for it, then given its LoRA adapters. Returns the policy and the
+    warm start's cache file (None without one)."""
+    policy = load_policy(model_config(cfg), seed=0, system_prompt=cfg.system_prompt)
+    task = task if task is not None else build_task(cfg)
+    policy.tokenizer.prompt_ids(task.problems("eval", 1, seed=0)[0])  # e.g. a conversation without a chat template
+    path = warm_start(policy, task, warmstart_config(cfg), cfg.cache_dir, log=log) if warm else None
+    if cfg.lora_rank:
+        policy.add_lora(lora_settings(cfg), seed=cfg.seed)
+    return policy, path
 
 
 def warmstart_config(cfg: TrainConfig) -> WarmStartConfig:
@@ -129,7 +153,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, policy: Policy | None = None, task=None, log=print) -> None:
         # Everything that can fail is checked before any work: the options, the data, the
         # model's source, the output directory and, on resume, the saved run.
-        self.cfg = cfg = cfg.validate().with_absolute_paths()
+        self.cfg = cfg = cfg.validate().resolved()
         self.log = log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -142,29 +166,31 @@ class Trainer:
         self.run_directory = RunDirectory(self.out)
         try:
             state = self._saved_state()
-            if policy is None:
-                policy = load_policy(model_config(cfg), seed=0)
-                policy.tokenizer.prompt_ids(self.eval_problems[0])  # e.g. a conversation without a chat template
-                if state is None:  # a resumed run takes its weights from the checkpoint
-                    self.warm_start_path = warm_start(policy, self.task, warmstart_config(cfg), cfg.cache_dir, log=log)
+            if policy is None:  # a resumed run takes its weights from the checkpoint, not a warm start
+                policy, self.warm_start_path = build_policy(cfg, self.task, warm=state is None, log=log)
+            elif cfg.lora_rank and policy.peft is None:
+                policy.add_lora(lora_settings(cfg), seed=cfg.seed)
+            self.trackers = open_trackers(cfg.reporters(), self.out, cfg.project, cfg.to_dict())
         except BaseException:
             self.run_directory.release()
             raise
         self.policy = policy
+        self.device = policy.device
+        # The KL reference is the starting policy: with LoRA, the model with its adapters
+        # disabled; otherwise a frozen copy.
         self.reference = None
-        if cfg.beta > 0:
+        if cfg.beta > 0 and policy.peft is None:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             [p for p in policy.model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
         )
         warmup = max(cfg.warmup_steps, 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.prompts = PromptStream(self.task, cfg.seed)
         self.step = 0
         self.grad_norm_history: list[float] = []  # pre-clip norms of every optimizer step so far
         self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
-        self.tensorboard = TensorBoardLog(self.out / "tensorboard") if cfg.tensorboard else None
         if state is not None:
             self._restore(state)
         atomic_write_text(self.out / "config.yaml", _yaml(cfg.to_dict()))
@@ -230,7 +256,11 @@ class Trainer:
             self.reference.load_state_dict(state["reference"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        try:
+            self.generator.set_state(state["generator"])
+        except (RuntimeError, TypeError):  # saved on another kind of device: its sampling stream cannot continue
+            self.generator.manual_seed(self.cfg.seed * 1_000_003 + state["step"])
+            self.log(f"resume: the sampling generator was saved on another device; reseeded for {self.device}")
         self.prompts.position = state["prompt_position"]
         self.grad_norm_history = list(state.get("grad_norm_history", []))
         torch.set_rng_state(state["torch_rng"])
@@ -240,7 +270,7 @@ class Trainer:
         self.log(f"resume: continuing after step {self.step}")
 
     def save(self) -> pathlib.Path:
-        return save_checkpoint(self.out / "checkpoints", self.step, self._state())
+        return save_checkpoint(self.out / "checkpoints", self.step, self._state(), keep=self.cfg.keep_checkpoints)
 
     # ---- one RL step ----------------------------------------------------------------------
     def _sample_groups(self, problems: list) -> tuple[Rollout, list[float]]:
@@ -263,6 +293,8 @@ class Trainer:
         raw_rewards: list[float] = []
         zero_variance = total_groups = 0
         last = None
+        parts_of = getattr(self.task, "score_parts", None)
+        reward_parts: dict[str, list[float]] = {}
         while sum(len(r) for r in kept) < groups_needed * G and rounds < (cfg.dynamic_sampling_rounds if dynamic else 1):
             rounds += 1
             need = groups_needed - sum(len(r) for r in kept) // G
@@ -270,10 +302,17 @@ class Trainer:
             rollout, owners = self._sample_groups(self.prompts.take(need))
             generate_time += time.perf_counter() - start
             start = time.perf_counter()
-            task_rewards = [self.task.score(text, p) for text, p in zip(rollout.texts, owners)]
+            if parts_of is not None:  # several reward functions: each is logged on its own
+                scored = [parts_of(text, p) for text, p in zip(rollout.texts, owners)]
+                task_rewards = [total for total, _ in scored]
+                for _, parts in scored:
+                    for name, value in parts.items():
+                        reward_parts.setdefault(name, []).append(value)
+            else:
+                task_rewards = [self.task.score(text, p) for text, p in zip(rollout.texts, owners)]
             rewards = torch.tensor(
                 [r + overlong_penalty(len(c), cfg.max_new_tokens, buffer) for r, c in zip(task_rewards, rollout.completions)],
-                dtype=torch.float32,
+                dtype=torch.float32, device="cpu",  # host-side bookkeeping; the batch moves to the device
             )
             score_time += time.perf_counter() - start
             raw_rewards += task_rewards
@@ -292,25 +331,31 @@ class Trainer:
         rollout = Rollout.concat(kept)
         rewards = torch.cat(kept_rewards)[: groups_needed * G]
         rollout = rollout.select(list(range(len(rewards))))
-        raw = torch.tensor(raw_rewards)
+        raw = torch.tensor(raw_rewards, device="cpu")
         stats.update({
             "reward/mean": raw.mean().item(),
             "reward/std": raw.std().item() if raw.numel() > 1 else 0.0,
             "reward/shaped_mean": rewards.mean().item(),
             "reward/zero_variance_frac": zero_variance / max(total_groups, 1),
             "time/generate": generate_time,
+            "time/prefill": rollout.prefill_s,  # of the completions kept (the last round's, with dynamic sampling)
+            "time/decode": rollout.decode_s,
             "time/score": score_time,
             "sampling/rounds": rounds,
             "sampling/groups": len(rewards) // G,
         })  # fmt: skip
+        stats.update({f"reward/{name}": sum(v) / len(v) for name, v in reward_parts.items()})
         return rollout, rewards
 
     def _batch(self, rollout: Rollout, rewards: Tensor, stats: dict[str, float]) -> Batch:
         cfg = self.cfg
-        sequences, attention, width, mask = pack(rollout.prompts, rollout.completions, self.policy.tokenizer.pad_id)
-        truncated = torch.tensor(rollout.truncated)
+        sequences, attention, width, mask = pack(rollout.prompts, rollout.completions, self.policy.tokenizer.pad_id,
+                                                 self.device)  # fmt: skip
+        rewards = rewards.to(self.device)
+        truncated = torch.tensor(rollout.truncated, device=self.device)
         lengths = mask.sum(-1).float()
         stats.update({
+            "length/prompt_mean": sum(len(p) for p in rollout.prompts) / len(rollout.prompts),
             "length/mean": lengths.mean().item(),
             "length/max": lengths.max().item(),
             "length/truncated_frac": truncated.float().mean().item(),
@@ -326,40 +371,51 @@ class Trainer:
         return Batch(sequences, attention, width, mask, rewards, prepared.advantages, prepared.hysteresis)
 
     @torch.no_grad()
-    def _logprobs(self, batch: Batch, model: torch.nn.Module | None = None) -> Tensor:
+    def _logprobs(self, batch: Batch, *, reference: bool = False) -> Tensor:
+        """Log-probs of the batch's completions under the policy, or under the KL reference."""
+        if reference and self.reference is None:  # LoRA: the base model is the reference
+            with self.policy.adapter_disabled():
+                return self._logprobs(batch)
         parts = []
-        for rows in torch.arange(batch.sequences.shape[0]).split(self.cfg.micro_batch_size):
+        for rows in torch.arange(batch.sequences.shape[0], device=self.device).split(self.cfg.micro_batch_size):
             logp, _ = self.policy.completion_logprobs(
-                batch.sequences[rows], batch.attention[rows], batch.width, model=model
+                batch.sequences[rows], batch.attention[rows], batch.width, model=self.reference if reference else None,
+                share_prompts=self.cfg.share_prompts,
             )
             parts.append(logp)
         return torch.cat(parts)
 
     def _update(self, batch: Batch, stats: dict[str, float]) -> None:
         cfg = self.cfg
-        start = time.perf_counter()
+        start = clock = self._clock()
         on_policy = cfg.mu == 1 and cfg.minibatches == 1
         if not on_policy:
             batch.old_logp = self._logprobs(batch)
-        if self.reference is not None:
-            batch.ref_logp = self._logprobs(batch, model=self.reference)
+        stats["time/old_logp"], clock = self._clock() - clock, self._clock()
+        if cfg.beta > 0:
+            batch.ref_logp = self._logprobs(batch, reference=True)
+        stats["time/ref_logp"], clock = self._clock() - clock, self._clock()
+        phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
         hp = dict(cfg.hp)
         grad_norms, thresholds, losses, parts = [], [], [], []
         rows_all = batch.sequences.shape[0]
         tokens = 0
         self.policy.model.train()
         for _ in range(cfg.mu):
-            order = torch.randperm(rows_all, generator=self.generator)
+            order = torch.randperm(rows_all, generator=self.generator, device=self.device)
             for minibatch in order.tensor_split(cfg.minibatches):
                 if minibatch.numel() == 0:
                     continue
+                if cfg.share_prompts:  # a group's rows side by side, so that micro-batches share their prompt
+                    minibatch = minibatch.sort().values
                 norms = mhpo.global_normalisers(batch.mask[minibatch], max_length=cfg.max_new_tokens)
                 minibatch_loss = 0.0
                 for rows in minibatch.split(cfg.micro_batch_size):
+                    clock = self._clock()
                     mask = batch.mask[rows]
                     logp, entropy = self.policy.completion_logprobs(
                         batch.sequences[rows], batch.attention[rows], batch.width,
-                        with_entropy=True, differentiable_entropy=cfg.entropy_coef != 0,
+                        with_entropy=True, differentiable_entropy=cfg.entropy_coef != 0, share_prompts=cfg.share_prompts,
                     )  # fmt: skip
                     old = batch.old_logp[rows] if batch.old_logp is not None else logp.detach()
                     out = mhpo.policy_loss(
@@ -370,10 +426,13 @@ class Trainer:
                         hysteresis=batch.alpha, entropy=entropy, entropy_coef=cfg.entropy_coef,
                         **norms, **hp,
                     )  # fmt: skip
+                    phases["forward"], clock = phases["forward"] + self._clock() - clock, self._clock()
                     out.loss.backward()
+                    phases["backward"], clock = phases["backward"] + self._clock() - clock, self._clock()
                     minibatch_loss += out.loss.item()
                     tokens += int(mask.sum())
                     parts.append((float(mask.sum()), out.metrics))
+                clock = self._clock()
                 threshold = self._clip_threshold()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), threshold))
                 grad_norms.append(grad_norm)
@@ -383,7 +442,9 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - start
+                phases["optimizer"] += self._clock() - clock
+        elapsed = self._clock() - start
+        stats.update({f"time/{name}": value for name, value in phases.items()})
         if cfg.relative_clip is not None:
             stats["grad_norm/threshold"] = min(thresholds, default=math.inf)
         stats.update(_merge_metrics(parts))
@@ -397,6 +458,12 @@ class Trainer:
             "time/update": elapsed,
             "tokens/update_per_s": tokens / elapsed if elapsed > 0 else 0.0,
         })  # fmt: skip
+
+    def _clock(self) -> float:
+        """Wall time, after the device has finished its queued work (CUDA runs asynchronously)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _clip_threshold(self) -> float:
         """The clipping norm of the next optimizer step: --max-grad-norm, and with
@@ -456,14 +523,16 @@ class Trainer:
 
     def _record(self, record: dict[str, float]) -> None:
         self.metrics_log.append(record)
-        if self.tensorboard is not None:
-            self.tensorboard.append(record)
+        for tracker in self.trackers:
+            tracker.append(record)
 
     def train(self) -> list[dict[str, float]]:
         """Run to ``cfg.steps``; the output directory is released when this returns or raises."""
         try:
             return self._train()
         finally:
+            for tracker in self.trackers:
+                tracker.close()
             self.run_directory.release()
 
     def _train(self) -> list[dict[str, float]]:

@@ -34,7 +34,8 @@ def cache_dir(configured: str = "") -> pathlib.Path:
 def cache_key(model_config, task, config: WarmStartConfig) -> str:
     identity = {
         "version": WARMSTART_VERSION,
-        "model": dataclasses.asdict(model_config),
+        # where the model ran is not part of what it is
+        "model": {k: v for k, v in dataclasses.asdict(model_config).items() if k != "device"},
         "task": task.name,
         "task_config": dataclasses.asdict(task.config) if dataclasses.is_dataclass(getattr(task, "config", None)) else None,
         "warmstart": dataclasses.asdict(config),
@@ -44,7 +45,7 @@ def cache_key(model_config, task, config: WarmStartConfig) -> str:
 
 def supervised_loss(policy: Policy, prompts: list[list[int]], targets: list[list[int]]) -> torch.Tensor:
     """Mean negative log-likelihood of the target tokens given the prompts."""
-    sequences, attention, width, mask = pack(prompts, targets, policy.tokenizer.pad_id)
+    sequences, attention, width, mask = pack(prompts, targets, policy.tokenizer.pad_id, policy.device)
     logp, _ = policy.completion_logprobs(sequences, attention, width)
     mask = mask.to(logp.dtype)
     return -(logp * mask).sum() / mask.sum().clamp(min=1)

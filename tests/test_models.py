@@ -128,3 +128,20 @@ def test_a_step_with_shared_prompts_equals_one_without(tmp_path, monkeypatch):
     assert plain["reward/mean"] == shared["reward/mean"] and plain["length/mean"] == shared["length/mean"]
     for key in ("loss", "grad_norm/mean", "grad_norm/max", "kl/k3", "eval/reward"):
         assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-7), key
+
+
+def test_gradient_checkpointing_gives_the_same_step(tmp_path, monkeypatch):
+    """Recomputing activations changes nothing but memory and time; and with it, sharing the
+    prompt's work (whose cache the checkpointed layers would drop) falls back to the plain path."""
+    (tmp_path / "lengthy.py").write_text("def score(completion, answer, prompt):\n    return len(completion) / 6\n")
+    (tmp_path / "d.jsonl").write_text("".join(f'{{"prompt": "{i}+{i}=", "answer": "{2 * i}"}}\n' for i in range(20)))
+    monkeypatch.chdir(tmp_path)
+    records = []
+    for checkpointing in (False, True):
+        cfg = tiny_config(tmp_path / str(checkpointing), steps=2, gradient_checkpointing=checkpointing, beta=0.1,
+                          task="userdata", data_path="d.jsonl", reward_fn=["lengthy:score"])  # fmt: skip
+        records.append(Trainer(cfg, log=lambda *a: None).train()[-1])
+    plain, recomputed = records
+    assert plain["grad_norm/mean"] > 0
+    for key in ("loss", "grad_norm/mean", "grad_norm/max", "kl/k3", "eval/reward"):
+        assert recomputed[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-7), key

@@ -312,3 +312,13 @@ def test_a_tracker_that_is_not_installed_fails_before_any_work(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"pip install 'mhpo\[tracking\]'"):
         Trainer(tiny_config(tmp_path, report_to="trackio"), **QUIET)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_eval_of_a_lora_run_uses_its_adapters(tmp_path, capsys):
+    directory = save_local_hf_model(tmp_path / "hf-model")
+    data = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(20)])
+    test = _jsonl(tmp_path / "test.jsonl", [{"prompt": f"{i}+2=", "answer": str(i + 2)} for i in range(3)])
+    Trainer(tiny_config(tmp_path, model=directory, task="userdata", data_path=data, lora_rank=4, steps=1), **QUIET).train()
+    assert main(["eval", "--run", str(tmp_path / "run"), "--eval-data-path", test, "--show", "1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["problems"] == 3 and shown["source"].endswith("at step 1")

@@ -120,32 +120,31 @@ def _run_config(run: pathlib.Path, given: dict):
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
     from .train.checkpoint import load_latest
     from .train.config import TrainConfig, config_from_args
     from .train.evaluate import evaluate
-    from .train.models import load_policy
-    from .train.trainer import build_task, model_config, warmstart_config
-    from .train.warmstart import warm_start
+    from .train.trainer import build_policy, build_task
 
     given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
     try:
         if args.run:
             run = pathlib.Path(args.run)
-            cfg = _run_config(run, given)
+            # where this evaluation runs is this machine's choice, not the run's
+            cfg = dataclasses.replace(_run_config(run, given), device=given.get("device", "auto")).resolved()
             task = build_task(cfg)
-            policy = load_policy(model_config(cfg))
             state = load_latest(run / "checkpoints")
             if state is None:
                 raise ValueError(f"no checkpoint in {run / 'checkpoints'}.")
+            policy, _ = build_policy(cfg, task, warm=False, log=lambda *a: None)  # with its LoRA adapters, if any
             policy.model.load_state_dict(state["model"])
             source = f"{run} at step {state['step']}"
         else:
-            cfg = config_from_args(args, args.config).validate()
+            cfg = config_from_args(args, args.config).validate().resolved()
             task = build_task(cfg)
-            policy = load_policy(model_config(cfg))
-            warm_start(policy, task, warmstart_config(cfg), cfg.cache_dir)
+            policy, _ = build_policy(cfg, task)
             source = f"{cfg.model} after its warm start" if cfg.warmstart_steps_value() else cfg.model
     except ValueError as error:
         raise SystemExit(f"mhpo eval: {error}") from None

@@ -98,6 +98,8 @@ class TrainConfig:
     mu: int = _field(2, "passes over each rollout batch (mu > 1 moves ratios off 1)")
     minibatches: int = _field(2, "optimizer steps per pass")
     micro_batch_size: int = _field(64, "completions per forward/backward (gradient accumulation)")
+    gradient_checkpointing: bool = _field(False, "recompute each layer's activations in the backward pass instead of "
+                                          "keeping them (much less memory, about a third more compute)")
     share_prompts: bool = _field(True, "compute each prompt once for all the completions in a micro-batch that share it "
                                  "(the same log-probs and gradients up to float rounding, less work)")
     lr: float = _field(1e-4, "AdamW learning rate")

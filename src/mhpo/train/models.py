@@ -116,6 +116,28 @@ class Policy(torch.nn.Module):
         # the causal LM that the rest of the class drives.
         self.model = self.peft.get_base_model()
 
+    @contextlib.contextmanager
+    def sampling(self):
+        """The model's forward function for sampling (no gradient). With LoRA, the adapters are
+        folded into copies of the weights they adapt, once per call, and the model runs with
+        those copies and its adapters off: the same function, without two extra small matmuls
+        per adapted layer at every decoded token. The model's own weights are not touched."""
+        if self.peft is None:
+            yield self.model
+            return
+        from peft.tuners.lora import LoraLayer
+
+        merged = {}
+        with torch.no_grad():
+            for name, module in self.model.named_modules():
+                if isinstance(module, LoraLayer) and hasattr(module, "base_layer"):
+                    adapters = [a for a in module.active_adapters if a in module.lora_A]
+                    if adapters:
+                        weight = module.base_layer.weight
+                        merged[f"{name}.base_layer.weight"] = weight + sum(module.get_delta_weight(a) for a in adapters).to(weight.dtype)
+        with self.peft.disable_adapter():
+            yield lambda **kwargs: torch.func.functional_call(self.model, merged, args=(), kwargs=kwargs)
+
     def adapter_disabled(self):
         """A context in which the model computes with its base weights only (LoRA off)."""
         if self.peft is None:

@@ -100,7 +100,14 @@ def _sample(logits: Tensor, temperature: float, top_p: float, generator: torch.G
         drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: one uniform number per row against the running sum of the
+    # probabilities (in float64). The same distribution as torch.multinomial, which on CPU
+    # draws an exponential variate for every vocabulary entry of every row (a tenth of a
+    # SmolLM2 decode step). Searching with right=True never lands on a zero-probability token.
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
+    return token.clamp_(max=probs.shape[-1] - 1)
 
 
 def _elapsed(start: float, device: torch.device) -> float:
@@ -135,43 +142,45 @@ def generate(
     model = policy.model
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
-    first: dict[tuple[int, ...], int] = {}
-    owner, distinct = [], []  # each row's distinct prompt, and the first row of each
-    for row, prompt in enumerate(prompts):
-        owner.append(first.setdefault(tuple(prompt), len(first)))
-        if owner[-1] == len(distinct):
-            distinct.append(row)
-    rows = torch.tensor(distinct, dtype=torch.long, device=device)
-    with policy.autocast():
-        out = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position[rows], use_cache=True,
-                    logits_to_keep=1)  # fmt: skip
-    cache = out.past_key_values
-    inverse = torch.tensor(owner, dtype=torch.long, device=device)
-    if len(first) < batch:
-        cache.batch_select_indices(inverse)
-    logits = out.logits[inverse, -1]
-    prefill_s = _elapsed(start, device)
-    active = torch.arange(batch, device=device)  # the rows still decoding, in the cache's row order
-    full_mask = mask
-    for t in range(max_new_tokens):
-        token = _sample(logits, temperature, top_p, generator)
-        new_tokens[active, t] = token
-        completion_mask[active, t] = 1
-        done = token == tok.eos_id
-        finished[active[done]] = True
-        running = ~done
-        if t == max_new_tokens - 1 or not bool(running.any()):
-            break
-        if not bool(running.all()):  # drop finished rows from the batch and from the cache
-            keep = running.nonzero().squeeze(-1)
-            active, token, full_mask = active[keep], token[keep], full_mask[keep]
-            cache.batch_select_indices(keep)
-        full_mask = torch.cat([full_mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=1)
+    start = time.perf_counter()  # the prefill's time includes folding LoRA adapters into the weights
+    with policy.sampling() as forward:
+        first: dict[tuple[int, ...], int] = {}
+        owner, distinct = [], []  # each row's distinct prompt, and the first row of each
+        for row, prompt in enumerate(prompts):
+            owner.append(first.setdefault(tuple(prompt), len(first)))
+            if owner[-1] == len(distinct):
+                distinct.append(row)
+        rows = torch.tensor(distinct, dtype=torch.long, device=device)
         with policy.autocast():
-            out = model(input_ids=token[:, None], attention_mask=full_mask, position_ids=position[active, -1:] + t + 1,
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-        logits = out.logits[:, -1]
+            out = forward(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position[rows], use_cache=True,
+                          logits_to_keep=1)  # fmt: skip
+        cache = out.past_key_values
+        inverse = torch.tensor(owner, dtype=torch.long, device=device)
+        if len(first) < batch:
+            cache.batch_select_indices(inverse)
+        logits = out.logits[inverse, -1]
+        prefill_s = _elapsed(start, device)
+        active = torch.arange(batch, device=device)  # the rows still decoding, in the cache's row order
+        full_mask = mask
+        for t in range(max_new_tokens):
+            token = _sample(logits, temperature, top_p, generator)
+            new_tokens[active, t] = token
+            completion_mask[active, t] = 1
+            done = token == tok.eos_id
+            finished[active[done]] = True
+            running = ~done
+            if t == max_new_tokens - 1 or not bool(running.any()):
+                break
+            if not bool(running.all()):  # drop finished rows from the batch and from the cache
+                keep = running.nonzero().squeeze(-1)
+                active, token, full_mask = active[keep], token[keep], full_mask[keep]
+                cache.batch_select_indices(keep)
+            full_mask = torch.cat([full_mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=1)
+            with policy.autocast():
+                out = forward(input_ids=token[:, None], attention_mask=full_mask,
+                              position_ids=position[active, -1:] + t + 1, past_key_values=cache, use_cache=True,
+                              logits_to_keep=1)  # fmt: skip
+            logits = out.logits[:, -1]
     model.train(was_training)
 
     completions, texts = [], []

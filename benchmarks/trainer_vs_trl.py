@@ -86,6 +86,7 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
             micro_batch_size=args.batch, lr=1e-5, warmstart_steps=0, eval_size=1, eval_k=1, progress=False,
             output_dir=f"{out_dir}/{kind}", cache_dir=f"{out_dir}/cache", temperature=1.0, device="cpu",
             lora_rank=LORA_RANK if lora else 0, share_prompts=not args.no_share,
+            gradient_checkpointing=args.gradient_checkpointing,
         )  # fmt: skip
         trainer = Trainer(cfg, log=lambda *a: None)
         for step in range(args.steps + 1):
@@ -189,8 +190,8 @@ def profile_step(trainer) -> dict:
 
 
 def machine_bounds() -> dict:
-    """This machine's memory bandwidth (GB/s, reading a 512 MiB tensor) and float32 matmul
-    speed (GFLOP/s, on the shapes of a SmolLM2 MLP over a batch of tokens): medians of 5."""
+    """This machine's memory bandwidth (GB/s, reading a 512 MiB tensor; median of 5) and float32
+    matmul speed (GFLOP/s, on the shapes of a SmolLM2 MLP over a batch of tokens; median of 20)."""
     import torch
 
     x = torch.ones(2**27)
@@ -203,7 +204,7 @@ def machine_bounds() -> dict:
     a, b = torch.randn(3072, 576), torch.randn(576, 1536)
     a @ b
     mms = []
-    for _ in range(5):
+    for _ in range(20):
         start = time.perf_counter()
         a @ b
         mms.append(time.perf_counter() - start)
@@ -225,6 +226,7 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, list[dict]]:
         passthrough = ["--steps", str(args.steps), "--batch", str(args.batch), "--group", str(args.group),
                        "--tokens", str(args.tokens), "--mu", str(args.mu)]  # fmt: skip
         passthrough += ["--no-share"] if args.no_share else []
+        passthrough += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
         for run in range(args.runs):
             for kind in kinds:
                 profile = ["--profile"] if args.profile and run == 0 and kind == "mhpo" else []
@@ -271,7 +273,7 @@ def report(model: str, results: dict[str, list[dict]], args: argparse.Namespace,
               f"{bound * 1e3:.0f} ms ({weight_bytes / 2**20:.0f} MiB of weights at {bounds['bandwidth_gbs']:.1f} GB/s)")  # fmt: skip
         processed = med[kind]["prompt_tokens"] / (args.group if not args.no_share else 1) + med[kind]["completion_tokens"]
         update = parts["forward"] + parts["backward"]
-        flops = 6 * params * processed
+        flops = (4 if kind.endswith("-lora") else 6) * params * processed  # LoRA: no base-weight gradients
         print(f"  forward + backward: {update:.2f}s for ~{processed:.0f} tokens; matmul bound "
               f"{flops / (bounds['matmul_gflops'] * 1e9):.2f}s ({flops / 1e12:.2f} TFLOP at "
               f"{bounds['matmul_gflops']:.0f} GFLOP/s)")  # fmt: skip
@@ -288,6 +290,7 @@ def main() -> None:
     parser.add_argument("--mu", type=int, default=1, help="passes per batch (TRL num_iterations)")
     parser.add_argument("--contenders", help="comma-separated subset, e.g. mhpo,trl-grpo")
     parser.add_argument("--no-share", action="store_true", help="mhpo without sharing each prompt's work in the update")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="mhpo with activation recomputation")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one mhpo step")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)

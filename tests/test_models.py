@@ -9,7 +9,7 @@ import torch
 from mhpo.train.models import ModelConfig, load_policy
 from mhpo.train.rollout import generate, pack
 from mhpo.train.trainer import Trainer
-from trainer_helpers import save_local_hf_model, tiny_config
+from trainer_helpers import greedy_reference, save_local_hf_model, tiny_config
 
 
 def test_completion_logprobs_match_the_models_logits():
@@ -58,17 +58,6 @@ def test_smollm2_loads_offline_and_takes_a_step(tmp_path, monkeypatch):
     assert torch.isfinite(torch.tensor(records[-1]["loss"]))
 
 
-def _naive_greedy(model, prompt: list[int], steps: int, eos: int) -> list[int]:
-    """Greedy decoding by recomputing the whole sequence at every step: no cache, no batch."""
-    sequence = list(prompt)
-    for _ in range(steps):
-        token = int(model(input_ids=torch.tensor([sequence])).logits[0, -1].argmax())
-        sequence.append(token)
-        if token == eos:
-            break
-    return sequence[len(prompt):]
-
-
 def test_shared_prompts_and_dropped_finished_rows_decode_as_one_row_at_a_time():
     """Generation prefills each distinct prompt once and drops rows at EOS; greedy decoding must
     still give every row exactly what a cache-free, one-row-at-a-time loop gives."""
@@ -82,7 +71,7 @@ def test_shared_prompts_and_dropped_finished_rows_decode_as_one_row_at_a_time():
     rollout = generate(policy, prompts, max_new_tokens=10, temperature=0.0)
     policy.model.eval()
     with torch.no_grad():
-        expected = [_naive_greedy(policy.model, p, 10, eos) for p in prompts]
+        expected = [greedy_reference(policy.model, p, 10, eos) for p in prompts]
     assert rollout.completions == expected
     lengths = {len(c) for c in rollout.completions}
     assert len(lengths) > 1 and min(lengths) < 10  # some rows finished early and left the batch

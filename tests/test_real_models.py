@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 import torch
-from trainer_helpers import save_local_hf_model, tiny_config
+from trainer_helpers import greedy_reference, save_local_hf_model, tiny_config
 
 from mhpo.cli import main
 from mhpo.train.checkpoint import list_checkpoints
@@ -289,13 +289,26 @@ def test_report_to_tensorboard_and_wandb_offline(tmp_path, monkeypatch):
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-def test_report_to_trackio(tmp_path, monkeypatch):
-    trackio = pytest.importorskip("trackio")
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    Trainer(tiny_config(tmp_path, steps=2, report_to="trackio", project="mhpo-test"), **QUIET).train()
-    del trackio
-    assert list(pathlib.Path(tmp_path).rglob("*.db"))
+def test_report_to_trackio(tmp_path):
+    """In its own process, because trackio reads TRACKIO_DIR (where its SQLite store lives)
+    when it is imported; every step's metrics reach the store under the run's name."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    pytest.importorskip("trackio")
+    env = {**__import__("os").environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "mhpo.cli", "train", "--output-dir", str(tmp_path / "run"), "--steps", "2",
+            "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64",
+            "--warmstart-steps", "0", "--batch-size", "8", "--group-size", "4", "--max-new-tokens", "4",
+            "--eval-size", "2", "--eval-k", "1", "--no-progress", "--report-to", "trackio", "--project", "mhpo-test"]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(tmp_path / "trackio" / "mhpo-test.db") as db:
+        rows = db.execute("select run_name, step, metrics from metrics").fetchall()
+    steps = {step for name, step, _ in rows if name == "run"}
+    assert steps == {0, 1, 2}
+    assert any("reward/mean" in json.loads(metrics) for _, _, metrics in rows)
 
 
 def test_a_tracker_that_is_not_installed_fails_before_any_work(tmp_path, monkeypatch):
@@ -339,19 +352,9 @@ def test_sampling_with_lora_folds_the_adapters_without_touching_the_weights(tmp_
     rollout = generate(policy, prompts, max_new_tokens=8, temperature=0.0)
     policy.model.eval()
     base = load_policy(ModelConfig(str(tmp_path / "hf-model"))).model
-    expected = [_greedy(policy.model, p, 8, policy.tokenizer.eos_id) for p in prompts]
-    assert expected != [_greedy(base, p, 8, policy.tokenizer.eos_id) for p in prompts]  # the adapters matter
+    expected = [greedy_reference(policy.model, p, 8, policy.tokenizer.eos_id) for p in prompts]
+    assert expected != [greedy_reference(base, p, 8, policy.tokenizer.eos_id) for p in prompts]  # the adapters matter
     assert rollout.completions == expected
     assert all(torch.equal(p, before[n]) for n, p in policy.model.state_dict().items())
     assert any("lora_A" in n for n in policy.model.state_dict())  # still an adapted model
 
-
-def _greedy(model, prompt, steps, eos):
-    sequence = list(prompt)
-    with torch.no_grad():
-        for _ in range(steps):
-            token = int(model(input_ids=torch.tensor([sequence])).logits[0, -1].argmax())
-            sequence.append(token)
-            if token == eos:
-                break
-    return sequence[len(prompt):]

@@ -20,3 +20,17 @@ def save_local_hf_model(directory) -> str:
     from mhpo.train.models import save_tiny_hf_model
 
     return save_tiny_hf_model(directory)
+
+
+def greedy_reference(model, prompt: list[int], steps: int, eos: int) -> list[int]:
+    """Greedy decoding by recomputing the whole sequence at every step: no cache, no batch."""
+    import torch
+
+    sequence = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(model(input_ids=torch.tensor([sequence])).logits[0, -1].argmax())
+            sequence.append(token)
+            if token == eos:
+                break
+    return sequence[len(prompt):]

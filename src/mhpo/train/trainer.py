@@ -54,12 +54,12 @@ def build_task(cfg: TrainConfig):
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    """The model options of a configuration; resolve it first (``cfg.resolved()``) so that
-    ``auto`` device and dtype are concrete."""
-    dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
-    device = "cpu" if cfg.device == "auto" else cfg.device
-    return ModelConfig(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size, dtype,
-                       device=device)  # fmt: skip
+    """The model options of a configuration, with ``auto`` device and dtype resolved for this
+    machine (as the trainer resolves them, so that a warm start made here is the runs' own)."""
+    if "auto" in (cfg.device, cfg.dtype):
+        cfg = cfg.resolved()
+    return ModelConfig(cfg.model, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size, cfg.dtype,
+                       device=cfg.device)  # fmt: skip
 
 
 def lora_settings(cfg: TrainConfig) -> LoraSettings | None:

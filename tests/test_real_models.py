@@ -270,8 +270,8 @@ def test_several_reward_functions_are_weighted_and_logged_each(tmp_path, monkeyp
             "--reward-weights", "0.5,2"]  # fmt: skip
     assert main(argv) == 0
     record = read_metrics(tmp_path / "run" / "metrics.jsonl")[1]
-    assert record["reward/mean"] == pytest.approx(0.5 * record["reward/length"] + 2 * record["reward/has_digit"])
-    assert record["reward/length"] > 0
+    assert record["reward/mean"] == pytest.approx(0.5 * record["reward_fn/length"] + 2 * record["reward_fn/has_digit"])
+    assert record["reward_fn/length"] > 0
     with pytest.raises(SystemExit, match=r"--reward-weights gives 1 weight\(s\) for 2"):
         main([*argv[:-1], "1", "--output-dir", str(tmp_path / "other")])
 

@@ -281,7 +281,7 @@ class UserData:
         weights = list(config.reward_weights) or [1.0] * len(specs)
         if len(weights) != len(specs):
             raise ValueError(f"{len(weights)} reward weight(s) for {len(specs)} reward function(s); give one per function.")
-        # (name, function, weight); the names key the per-function metrics (reward/NAME)
+        # (name, spec, function, weight); the names key the per-function metrics (reward_fn/NAME)
         self._rewards = [(reward_name(spec, specs), spec, load_reward_fn(spec), float(w)) for spec, w in zip(specs, weights)]
         if not self._rewards:
             self._rewards = [("math_verify", "math-verify", math_verify_reward, 1.0)]

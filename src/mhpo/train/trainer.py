@@ -346,7 +346,7 @@ class Trainer:
             "sampling/rounds": rounds,
             "sampling/groups": len(rewards) // G,
         })  # fmt: skip
-        stats.update({f"reward/{name}": sum(v) / len(v) for name, v in reward_parts.items()})
+        stats.update({f"reward_fn/{name}": sum(v) / len(v) for name, v in reward_parts.items()})
         return rollout, rewards
 
     def _batch(self, rollout: Rollout, rewards: Tensor, stats: dict[str, float]) -> Batch:

@@ -358,3 +358,17 @@ def test_sampling_with_lora_folds_the_adapters_without_touching_the_weights(tmp_
     assert all(torch.equal(p, before[n]) for n, p in policy.model.state_dict().items())
     assert any("lora_A" in n for n in policy.model.state_dict())  # still an adapted model
 
+
+
+def test_the_model_options_resolve_auto_as_the_trainer_does(monkeypatch):
+    """mhpo compare makes the warm start from model_config(base) before any run starts; with
+    'auto' it must resolve the dtype as the runs will (bfloat16 where the device supports it),
+    or each run would look for, and train, a warm start of its own."""
+    import mhpo.train.config as config
+    from mhpo.train.config import TrainConfig
+    from mhpo.train.trainer import model_config
+
+    monkeypatch.setattr(config, "_bfloat16_native", lambda device: True)  # as on a bfloat16 GPU
+    assert TrainConfig().resolved().dtype == "bfloat16"
+    assert model_config(TrainConfig()).dtype == "bfloat16"
+    assert model_config(TrainConfig(dtype="float32")).dtype == "float32"

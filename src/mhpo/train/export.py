@@ -4,6 +4,7 @@ for ``peft.PeftModel.from_pretrained`` on top of the base model."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -33,7 +34,7 @@ def export_run(run: str | pathlib.Path, out: str | pathlib.Path, *, adapter_only
         raise ValueError(f"no checkpoint in {run / 'checkpoints'}; a run writes one at its end and every --checkpoint-every steps.")
     from .trainer import lora_settings, model_config  # the trainer's own mapping of options to a model
 
-    policy = load_policy(model_config(TrainConfig.from_dict({**cfg.to_dict(), "device": "cpu", "dtype": "float32"})))
+    policy = load_policy(model_config(dataclasses.replace(cfg, device="cpu", dtype="float32")))
     if cfg.lora_rank:
         policy.add_lora(lora_settings(cfg), seed=cfg.seed)
     policy.model.load_state_dict(state["model"])

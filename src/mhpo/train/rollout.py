@@ -110,10 +110,16 @@ def _sample(logits: Tensor, temperature: float, top_p: float, generator: torch.G
     return token.clamp_(max=probs.shape[-1] - 1)
 
 
-def _elapsed(start: float, device: torch.device) -> float:
+def wall_time(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished its queued work (CUDA runs
+    asynchronously, so a timer read before that would miss it)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter()
+
+
+def _elapsed(start: float, device: torch.device) -> float:
+    return wall_time(device) - start
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from .checkpoint import list_checkpoints, load_latest, save_checkpoint
 from .config import RESUMABLE, TrainConfig
 from .evaluate import evaluate
 from .models import LoraSettings, ModelConfig, Policy, check_model_source, load_policy
-from .rollout import Rollout, generate, pack
+from .rollout import Rollout, generate, pack, wall_time
 from .rundir import RunDirectory
 from .runlog import MetricsLog, atomic_write_text, open_trackers, read_metrics
 from .warmstart import WarmStartConfig, warm_start
@@ -462,10 +462,7 @@ class Trainer:
         })  # fmt: skip
 
     def _clock(self) -> float:
-        """Wall time, after the device has finished its queued work (CUDA runs asynchronously)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return wall_time(self.device)
 
     def _clip_threshold(self) -> float:
         """The clipping norm of the next optimizer step: --max-grad-norm, and with

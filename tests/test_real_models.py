@@ -372,3 +372,10 @@ def test_the_model_options_resolve_auto_as_the_trainer_does(monkeypatch):
     assert TrainConfig().resolved().dtype == "bfloat16"
     assert model_config(TrainConfig()).dtype == "bfloat16"
     assert model_config(TrainConfig(dtype="float32")).dtype == "float32"
+
+
+def test_a_tracker_named_twice_is_written_once():
+    from mhpo.train.config import TrainConfig
+
+    cfg = TrainConfig(report_to="tensorboard, wandb,tensorboard", tensorboard=True)
+    assert cfg.reporters() == ["tensorboard", "wandb"]

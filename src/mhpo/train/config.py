@@ -219,10 +219,8 @@ class TrainConfig:
 
     def reporters(self) -> list[str]:
         """The trackers to write to (--report-to, and tensorboard for --tensorboard)."""
-        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
-        if self.tensorboard and "tensorboard" not in names:
-            names.append("tensorboard")
-        return names
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()] + ["tensorboard"] * self.tensorboard
+        return list(dict.fromkeys(names))  # each once: two writers into one TensorBoard directory would double it
 
     def resolved(self) -> TrainConfig:
         """The configuration as it runs on this machine: absolute file paths, the device that

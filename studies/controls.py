@@ -52,6 +52,7 @@ CONTROLS = {
 }
 SWEEP_RATES = [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3]
 TASK = "countdown3"
+THRESHOLD = TASKS[TASK]["threshold"]
 
 
 def pieces(part: str) -> list[tuple[str, dict, int]]:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    threshold = TASKS[TASK]["threshold"]
+    threshold = THRESHOLD
     for name, options, seeds in pieces(args.part):
         values = {**BASE, **TASKS[TASK]["config"], **options, **({"steps": args.steps} if args.steps else {})}
         cfg = TrainConfig.from_dict(values)

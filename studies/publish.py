@@ -1,12 +1,13 @@
 """Copy the studies' compact results into docs/results and rebuild every report from the CSVs.
 
-    .venv/bin/python studies/publish.py          # after studies/stability.py and studies/smollm2.py
+    .venv/bin/python studies/publish.py   # after studies/stability.py, studies/smollm2.py, studies/controls.py
 
 For each study cell, runs.csv (per-step metrics of every run) is copied from the study
 directory, and each study's timing.json (wall time of every invocation) with it; report.md,
 curves.png and stability.png are then rebuilt from runs.csv alone, by the same code as `mhpo report runs.csv`, so what docs/results shows is what the
-committed CSV gives. Then the stability study's cross-cell tables (as in docs/results.md) are
-printed. Without the run directories (a fresh clone), the same command with --from-docs
+committed CSV gives. Then the stability study's and the controls' cross-cell tables (as in
+docs/results.md) are printed. The learning-rate sweep's pieces are merged into one CSV whose run
+labels carry the rate, and its report is `mhpo report runs.csv --sweep lr`. Without the run directories (a fresh clone), the same command with --from-docs
 rebuilds the reports and tables from the committed CSVs.
 """
 
@@ -18,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mhpo.study.report import build_report, find_runs, format_ci, order_labels, summarise
+from mhpo.study.report import build_report, export_csv, find_runs, format_ci, order_labels, summarise
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +45,19 @@ def publish_cell(source: Path | None, target: Path, *, threshold: float, order: 
     return True
 
 
-def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) -> str:
+INDICATORS = (
+    ("grad_spikes", "Gradient-norm spikes per run (norm above 5x its running median)", 1),
+    ("max_ratio", "Largest importance ratio seen in a run", 1),
+    ("final_entropy", "Policy entropy at the end (nats/token, last 5 steps)", 3),
+    ("final_length", "Response length at the end (tokens, last 5 steps)", 1),
+    ("reward_per_update", "Reward per update (area under the training-reward curve / steps)", 3),
+    ("reward_per_update_early", "Reward per update over the first half of the steps", 3),
+)
+
+CLIPPED = ("clipped_frac", "Share of optimizer steps whose gradient was clipped", 2)
+
+
+def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str], indicators=INDICATORS) -> str:
     """Markdown: held-out accuracy and its paired difference against GRPO in every cell, then
     the stability indicators of every cell, one row per objective."""
     summaries = {}
@@ -66,17 +79,39 @@ def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str]) ->
                 text += f"<br>Δ {diff}"
             cells_text.append(text)
         lines.append(f"| `{label}` | " + " | ".join(cells_text) + " |")
-    for key, title, digits in (("grad_spikes", "Gradient-norm spikes per run (norm above 5x its running median)", 1),
-                               ("max_ratio", "Largest importance ratio seen in a run", 1),
-                               ("final_entropy", "Policy entropy at the end (nats/token, last 5 steps)", 3),
-                               ("final_length", "Response length at the end (tokens, last 5 steps)", 1),
-                               ("reward_per_update", "Reward per update (area under the training-reward curve / steps)", 3),
-                               ("reward_per_update_early", "Reward per update over the first half of the steps", 3)):  # fmt: skip
+    for key, title, digits in indicators:
         lines += ["", f"{title}:", "", "| objective | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for label in labels:
             row = [format_ci([r[key] for r in summaries[cell].get(label, {}).values()], digits) for cell in names]
             lines.append(f"| `{label}` | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def publish_controls(results: Path, docs: Path, *, from_docs: bool) -> None:
+    """The controls (one cell per clipping rule and regime) as the stability cells are published,
+    with their cross-cell table; then the learning-rate sweep as one CSV and one report."""
+    controls = _load("controls")
+    cells = {}
+    for name, _, _ in controls.pieces("controls"):
+        target = docs / name
+        if publish_cell(None if from_docs else results / name, target, threshold=controls.THRESHOLD,
+                        order=controls.OBJECTIVES, title=f"Controls: {name}"):  # fmt: skip
+            cells[name] = (find_runs([target / "runs.csv"]), controls.THRESHOLD)
+    if cells:
+        print()
+        print(cross_cell_tables(cells, controls.OBJECTIVES, (*INDICATORS[:2], CLIPPED)))
+    target = docs / "sweep"
+    if not from_docs:
+        sweep_dirs = [results / name / "runs" for name, _, _ in controls.pieces("sweep") if (results / name / "runs").exists()]
+        if len(sweep_dirs) < 2:  # (and the run labels would not carry a single rate)
+            print(f"skip the sweep: fewer than two rates under {results}/sweep-*", file=sys.stderr)
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        export_csv(find_runs(sweep_dirs), target / "runs.csv")
+    if (target / "runs.csv").exists():
+        build_report([target / "runs.csv"], target, threshold=controls.THRESHOLD, order=controls.OBJECTIVES,
+                     title="Learning-rate sweep at mu = 4", sweep="lr")  # fmt: skip
+        print(f"wrote {target / 'report.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     results, docs = Path(args.results), Path(args.docs)
     source = (lambda path: None) if args.from_docs else (lambda path: path)
 
-    for study in ("stability", "smollm2"):  # wall times of every invocation
+    for study in ("stability", "smollm2", "controls"):  # wall times of every invocation
         if not args.from_docs and (results / study / "timing.json").exists():
             (docs / study).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(results / study / "timing.json", docs / study / "timing.json")
@@ -106,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if cells:
         print()
         print(cross_cell_tables(cells, stability.OBJECTIVES))
+
+    publish_controls(results / "controls", docs / "controls", from_docs=args.from_docs)
 
     smollm2 = _load("smollm2")
     publish_cell(source(results / "smollm2"), docs / "smollm2", threshold=smollm2.THRESHOLD,

@@ -225,6 +225,34 @@ def test_publish_rebuilds_reports_and_cross_cell_tables_from_csv(tmp_path):
     assert "| `mhpo` | 0.380 ± 0.381<br>Δ 0.030 ± 0.254 |" in table
 
 
+
+def test_publish_controls_rebuilds_the_sweep_from_its_csv(tmp_path, capsys):
+    from mhpo.study.report import Run
+
+    publish = _load_study("publish")
+
+    def run(label, seed, accuracy, clipped):
+        records = [{"step": 0, "eval/accuracy": 0.25}]
+        records += [{"step": s, "reward/mean": 0.1, "grad_norm/max": 2.0, "grad_norm/clipped_frac": clipped} for s in (1, 2)]
+        return Run(label, seed, tmp_path, {}, records + [{"step": 2, "eval/accuracy": accuracy}])
+
+    docs = tmp_path / "docs"
+    (docs / "noclip-countdown3-standard").mkdir(parents=True)
+    export_csv([run("grpo", 0, 0.30, 0.0), run("grpo", 1, 0.40, 0.0), run("dapo", 0, 0.20, 0.0), run("dapo", 1, 0.26, 0.0)],
+               docs / "noclip-countdown3-standard" / "runs.csv")  # fmt: skip
+    (docs / "sweep").mkdir()
+    export_csv([run("grpo (lr=0.0001)", 0, 0.30, 0.5), run("grpo (lr=0.0001)", 1, 0.34, 0.5),
+                run("grpo (lr=0.0008)", 0, 0.10, 1.0), run("grpo (lr=0.0008)", 1, 0.20, 1.0)], docs / "sweep" / "runs.csv")  # fmt: skip
+    publish.publish_controls(tmp_path / "unused", docs, from_docs=True)
+    printed = capsys.readouterr().out
+    # dapo - grpo per seed: -0.10, -0.14 -> -0.120 ± 12.706 * 0.0283 / √2 = ± 0.254
+    assert "| `dapo` | 0.230 ± 0.381<br>Δ -0.120 ± 0.254 |" in printed
+    assert "Share of optimizer steps whose gradient was clipped" in printed
+    report = (docs / "sweep" / "report.md").read_text()
+    # grpo gains: 1e-4: +0.05, +0.09 -> 0.070 ± 0.254; 8e-4: -0.15, -0.05 -> -0.100 ± 0.635
+    assert "| `grpo` | 0.070 ± 0.254 | -0.100 ± 0.635 | 0.0001 |" in report
+    assert (docs / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
 @pytest.mark.skipif(sys.platform != "linux", reason="signals and process trees as on Linux")
 def test_sigterm_to_a_study_stops_its_workers():
     # `kill <pid>` of a study (the parent alone, not its process group) must not leave its

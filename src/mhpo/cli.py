@@ -71,7 +71,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = args.out or default_out
     try:
         order = [label.strip() for label in args.order.split(",")] if args.order else None
-        path = build_report(args.runs, out, threshold=args.threshold, order=order, title=args.title)
+        path = build_report(args.runs, out, threshold=args.threshold, order=order, title=args.title, sweep=args.sweep)
         print(f"wrote {path}")
         if args.csv:
             print(f"wrote {export_csv(find_runs(args.runs), args.csv)}")
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--title", default="Objective comparison", help="report title (default: %(default)s)")
     rep.add_argument("--order", help="comma-separated objective labels in table order (default: alphabetical)")
     rep.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
+    rep.add_argument("--sweep", metavar="OPTION", help="the runs sweep this option (e.g. lr): add the largest value at "
+                     "which each objective still ends above the warm start, and sweep.png")  # fmt: skip
     rep.set_defaults(func=_cmd_report)
 
     ev = sub.add_parser("eval", help="held-out greedy accuracy and avg@k of a run's latest checkpoint or a warm start",

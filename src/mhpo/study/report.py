@@ -298,8 +298,11 @@ def build_report(
     order: list[str] | None = None,
     title: str = "Objective comparison",
     notes: str = "",
+    sweep: str | None = None,
 ) -> pathlib.Path:
-    """Write ``report.md`` and PNG plots for the runs found under ``paths`` into ``out``."""
+    """Write ``report.md`` and PNG plots for the runs found under ``paths`` into ``out``. With
+    ``sweep`` (an option the runs differ in, such as ``lr``), also where each objective breaks
+    along it: the table of `sweep.sweep_table` and ``sweep.png``."""
     runs = find_runs(paths)
     if not runs:
         raise ValueError(f"no runs (config.yaml + metrics.jsonl or runs.csv) found under {', '.join(map(str, paths))}.")
@@ -316,6 +319,12 @@ def build_report(
                   "configuration is its own row.", ""]  # fmt: skip
     lines += [summary_table(runs, threshold=threshold, order=order)]
 
+    if sweep:
+        from .sweep import plot_sweep, sweep_table
+
+        table, grid = sweep_table(runs, sweep, threshold, order=order)
+        plot_sweep(grid, out / "sweep.png", sweep, order=order)
+        lines += ["", f"## Where each objective breaks: {sweep}", "", table, "", "![sweep](sweep.png)"]
     images = plot_runs(by_label, labels, out)
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in images]
     sources = sorted({str(r.directory) for r in runs if r.directory.suffix == ".csv"})

@@ -79,12 +79,13 @@ def plot_sweep(grid: dict, out: str | pathlib.Path, option: str = "lr", order: l
         right.plot(values, norms, marker="o", color=colours(i % colours.N), label=label)
     left.axhline(0, color="black", lw=0.8)
     left.set_ylabel("held-out accuracy at the end − warm start")
-    right.set_ylabel("median gradient norm before clipping")
+    right.set_ylabel("gradient norm before clipping\n(median over steps of each step's largest)")
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel(option)
         ax.grid(alpha=0.3)
-    right.set_yscale("log")
+    if any(n > 0 for cells in grid.values() for rows in cells.values() for _, _, n in rows):
+        right.set_yscale("log")  # (a set of runs without a gradient, e.g. all rewards equal, stays linear)
     from matplotlib.ticker import FormatStrFormatter
 
     for axis in (right.yaxis.set_major_formatter, right.yaxis.set_minor_formatter):

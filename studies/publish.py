@@ -87,6 +87,18 @@ def cross_cell_tables(cells: dict[str, tuple[list, float]], order: list[str], in
     return "\n".join(lines)
 
 
+def rankings(cells: dict[str, tuple[list, float]]) -> str:
+    """Markdown: per cell, the objectives from the highest mean held-out accuracy to the lowest."""
+    lines = ["Objectives by mean held-out greedy accuracy, highest first:", "", "| cell | ranking |", "|---|---|"]
+    for cell, (runs, threshold) in cells.items():
+        by_label: dict[str, list[float]] = {}
+        for run in runs:
+            by_label.setdefault(run.label, []).append(summarise(run, threshold)["accuracy_final"])
+        order = sorted(by_label, key=lambda label: -sum(by_label[label]) / len(by_label[label]))
+        lines.append(f"| {cell} | " + " > ".join(f"`{label}`" for label in order) + " |")
+    return "\n".join(lines)
+
+
 def publish_controls(results: Path, docs: Path, *, from_docs: bool) -> None:
     """The controls (one cell per clipping rule and regime) as the stability cells are published,
     with their cross-cell table; then the learning-rate sweep as one CSV and one report."""
@@ -100,6 +112,8 @@ def publish_controls(results: Path, docs: Path, *, from_docs: bool) -> None:
     if cells:
         print()
         print(cross_cell_tables(cells, controls.OBJECTIVES, (*INDICATORS[:2], CLIPPED)))
+        print()
+        print(rankings(cells))
     target = docs / "sweep"
     if not from_docs:
         sweep_dirs = [results / name / "runs" for name, _, _ in controls.pieces("sweep") if (results / name / "runs").exists()]

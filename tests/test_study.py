@@ -248,6 +248,7 @@ def test_publish_controls_rebuilds_the_sweep_from_its_csv(tmp_path, capsys):
     # dapo - grpo per seed: -0.10, -0.14 -> -0.120 ± 12.706 * 0.0283 / √2 = ± 0.254
     assert "| `dapo` | 0.230 ± 0.381<br>Δ -0.120 ± 0.254 |" in printed
     assert "Share of optimizer steps whose gradient was clipped" in printed
+    assert "| noclip-countdown3-standard | `grpo` > `dapo` |" in printed  # 0.35 against 0.23
     report = (docs / "sweep" / "report.md").read_text()
     # grpo gains: 1e-4: +0.05, +0.09 -> 0.070 ± 0.254; 8e-4: -0.15, -0.05 -> -0.100 ± 0.635
     assert "| `grpo` | 0.070 ± 0.254 | -0.100 ± 0.635 | 0.0001 |" in report

@@ -103,20 +103,22 @@ def publish_controls(results: Path, docs: Path, *, from_docs: bool) -> None:
     """The controls (one cell per clipping rule and regime) as the stability cells are published,
     with their cross-cell table; then the learning-rate sweep as one CSV and one report."""
     controls = _load("controls")
-    cells = {}
-    for name, _, _ in controls.pieces("controls"):
-        target = docs / name
-        if publish_cell(None if from_docs else results / name, target, threshold=controls.THRESHOLD,
-                        order=controls.OBJECTIVES, title=f"Controls: {name}"):  # fmt: skip
-            cells[name] = (find_runs([target / "runs.csv"]), controls.THRESHOLD)
-    if cells:
-        print()
-        print(cross_cell_tables(cells, controls.OBJECTIVES, (*INDICATORS[:2], CLIPPED)))
-        print()
-        print(rankings(cells))
+    for task in controls.CONTROL_TASKS:  # one set of tables per task
+        cells = {}
+        threshold = controls.TASKS[task]["threshold"]
+        for name, _, _, _ in controls.pieces("controls", [task]):
+            target = docs / name
+            if publish_cell(None if from_docs else results / name, target, threshold=threshold,
+                            order=controls.OBJECTIVES, title=f"Controls: {name}"):  # fmt: skip
+                cells[name] = (find_runs([target / "runs.csv"]), threshold)
+        if cells:
+            print()
+            print(cross_cell_tables(cells, controls.OBJECTIVES, (*INDICATORS[:2], CLIPPED)))
+            print()
+            print(rankings(cells))
     target = docs / "sweep"
     if not from_docs:
-        sweep_dirs = [results / name / "runs" for name, _, _ in controls.pieces("sweep") if (results / name / "runs").exists()]
+        sweep_dirs = [results / name / "runs" for name, *_ in controls.pieces("sweep") if (results / name / "runs").exists()]
         if len(sweep_dirs) < 2:  # (and the run labels would not carry a single rate)
             print(f"skip the sweep: fewer than two rates under {results}/sweep-*", file=sys.stderr)
             return

@@ -177,17 +177,19 @@ def test_controls_study_design():
     for variant in study.OBJECTIVES:
         parse_variant(variant)
     assert {"grpo", "dapo", "sapo", "cispo", "a_hpo", "mhpo", "mhpo@normalize_on_policy=true"} <= set(study.OBJECTIVES)
-    pieces = {name: (options, seeds) for name, options, seeds in study.pieces("all")}
+    pieces = {name: (options, seeds) for name, _, options, seeds in study.pieces("all")}
     controls = [n for n in pieces if not n.startswith("sweep")]
-    assert len(controls) == 6 and all(pieces[n][1] >= 5 for n in controls)
+    assert len(controls) == 12 and all(pieces[n][1] >= 5 for n in controls)
+    assert [name for name, *_ in study.pieces("controls", ["countdown4"])] == [n for n in controls if "countdown4" in n]
     # the stability study's regimes, with the clipping rule as the only change
-    for regime, values in stability.REGIMES.items():
-        assert {k: pieces[f"clip1-countdown3-{regime}"][0][k] for k in values} == values
+    for task in ("countdown3", "countdown4"):
+        for regime, values in stability.REGIMES.items():
+            assert {k: pieces[f"clip1-{task}-{regime}"][0][k] for k in values} == values
     assert pieces["noclip-countdown3-stress"][0]["max_grad_norm"] == float("inf")
     relative = pieces["relative-countdown3-stress"][0]
     assert relative["max_grad_norm"] == float("inf") and relative["relative_clip"] == 3.0
     rates = sorted(options["lr"] for name, (options, _) in pieces.items() if name.startswith("sweep"))
-    assert len(rates) >= 4 and rates[0] == 1e-4 and rates[-1] >= 4 * 4e-4
+    assert len(rates) >= 4 and 1e-4 in rates and rates[0] <= 1e-4 and rates[-1] >= 4 * 4e-4
     assert all(options["mu"] == 4 and seeds >= 3 for name, (options, seeds) in pieces.items() if name.startswith("sweep"))
     for name, (options, _) in pieces.items():
         TrainConfig.from_dict({**stability.BASE, **options}).validate()

@@ -70,7 +70,7 @@ def plot_sweep(grid: dict, out: str | pathlib.Path, option: str = "lr", order: l
 
     labels = order_labels(list(grid), order)
     colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, label in enumerate(labels):
         values = sorted(grid[label])
         gains = [statistics.fmean(f - s for f, s, _ in grid[label][v]) for v in values]
@@ -84,15 +84,20 @@ def plot_sweep(grid: dict, out: str | pathlib.Path, option: str = "lr", order: l
         ax.set_xscale("log")
         ax.set_xlabel(option)
         ax.grid(alpha=0.3)
-    if any(n > 0 for cells in grid.values() for rows in cells.values() for _, _, n in rows):
-        right.set_yscale("log")  # (a set of runs without a gradient, e.g. all rewards equal, stays linear)
-    from matplotlib.ticker import FormatStrFormatter
+    positive = [n for cells in grid.values() for rows in cells.values() for _, _, n in rows if n > 0]
+    if positive:
+        # Logarithmic above the smallest positive norm, linear below it: a run whose policy
+        # collapsed (every reward 0, so no gradient) has norm 0 and stays on the plot.
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-    for axis in (right.yaxis.set_major_formatter, right.yaxis.set_minor_formatter):
-        axis(FormatStrFormatter("%.3g"))
-    left.legend(fontsize=8)
+        right.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(min(positive))))
+        right.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        right.yaxis.set_minor_formatter(NullFormatter())
+        right.set_ylim(bottom=0)
+    handles, names = left.get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=8)
     fig.suptitle("mean over seeds", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     path = pathlib.Path(out)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=100, format="png")

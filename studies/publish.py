@@ -32,11 +32,11 @@ def _load(name: str):
 
 
 def publish_cell(source: Path | None, target: Path, *, threshold: float, order: list[str], title: str) -> bool:
-    target.mkdir(parents=True, exist_ok=True)
     if source is not None:
         if not (source / "runs.csv").exists():
             print(f"skip {source}: no runs.csv (run the study first)", file=sys.stderr)
             return False
+        target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "runs.csv", target / "runs.csv")
     if not (target / "runs.csv").exists():
         return False

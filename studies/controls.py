@@ -19,11 +19,12 @@ held-out problems, so differences are paired), with:
 ``mhpo@normalize_on_policy=true`` runs beside ``mhpo`` in every control, to take MHPO's
 constant 0.265 factor out of the picture.
 
-The sweep runs every objective on 3-number Countdown at mu = 4 over learning rates from a quarter of the standard one
-(2.5e-5) to four times the stress one (1.6e-3), three seeds each, for the largest rate at which
-held-out accuracy still ends above the warm start. (The rates below 1e-4 were added after a
-first pass: at mu = 4, SAPO, CISPO and MHPO ended below the warm start even at 1e-4.) Its
-4e-4 piece is the stress regime with clipping at 1.0, the clip1 stress runs' configuration.
+The sweep runs every objective on 3-number Countdown at mu = 4 over learning rates from a
+quarter of the standard one (2.5e-5) to four times the stress one (1.6e-3), three seeds each,
+for the largest rate at which held-out accuracy still ends above the warm start. (The rates
+below 1e-4 were added after a first pass: at mu = 4, SAPO, CISPO and MHPO ended below the warm
+start even at 1e-4.) Its 4e-4 piece is the stress regime with clipping at 1.0, the clip1 stress
+runs' configuration.
 
 Each piece is a `mhpo compare` study directory under --out: resumable (rerun the command to
 finish it), with report.md, plots and a compact runs.csv. Wall times go to timing.json.

@@ -4,11 +4,12 @@
 
 For each study cell, runs.csv (per-step metrics of every run) is copied from the study
 directory, and each study's timing.json (wall time of every invocation) with it; report.md,
-curves.png and stability.png are then rebuilt from runs.csv alone, by the same code as `mhpo report runs.csv`, so what docs/results shows is what the
-committed CSV gives. Then the stability study's and the controls' cross-cell tables (as in
-docs/results.md) are printed. The learning-rate sweep's pieces are merged into one CSV whose run
-labels carry the rate, and its report is `mhpo report runs.csv --sweep lr`. Without the run directories (a fresh clone), the same command with --from-docs
-rebuilds the reports and tables from the committed CSVs.
+curves.png and stability.png are then rebuilt from runs.csv alone, by the same code as `mhpo
+report runs.csv`, so what docs/results shows is what the committed CSV gives. Then the stability
+study's and the controls' cross-cell tables (as in docs/results.md) are printed. The
+learning-rate sweep's pieces are merged into one CSV whose run labels carry the rate, and its
+report is `mhpo report runs.csv --sweep lr`. Without the run directories (a fresh clone), the
+same command with --from-docs rebuilds the reports and tables from the committed CSVs.
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ def test_eval_of_a_lora_run_uses_its_adapters(tmp_path, capsys):
     data = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(20)])
     test = _jsonl(tmp_path / "test.jsonl", [{"prompt": f"{i}+2=", "answer": str(i + 2)} for i in range(3)])
     Trainer(tiny_config(tmp_path, model=directory, task="userdata", data_path=data, lora_rank=4, steps=1), **QUIET).train()
-    assert main(["eval", "--run", str(tmp_path / "run"), "--eval-data-path", test, "--show", "1"]) == 0
+    assert main(["eval", "--run", str(tmp_path / "run"), "--eval-data-path", test, "--show", "1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["problems"] == 3 and shown["source"].endswith("at step 1")
 

@@ -72,13 +72,13 @@ def test_report_and_eval_commands(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(run)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert (run / "report.md").exists()
-    ev = subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--size", "3", "--k", "2"],
+    ev = subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--size", "3", "--k", "2", "--json"],
                         capture_output=True, text=True)  # fmt: skip
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
     assert result["problems"] == 3 and 0 <= result["eval/accuracy"] <= 1 and "step 2" in result["source"]
     assert "greedy_samples" not in result
-    ev = subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--size", "3", "--k", "1", "--show", "3"],
+    ev = subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--size", "3", "--k", "1", "--show", "3", "--json"],
                         capture_output=True, text=True)  # fmt: skip
     assert ev.returncode == 0, ev.stderr
     shown = json.loads(ev.stdout)["greedy_samples"]

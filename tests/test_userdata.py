@@ -136,7 +136,7 @@ def test_eval_of_a_run_honours_its_flags(tmp_path, monkeypatch):
     elsewhere.mkdir()
 
     def mhpo_eval(*flags):
-        return subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), *flags],
+        return subprocess.run([sys.executable, "-m", "mhpo.cli", "eval", "--run", str(run), "--json", *flags],
                               capture_output=True, text=True, cwd=elsewhere)  # fmt: skip
 
     whole = mhpo_eval("--eval-data-path", test, "--k", "1")
@@ -148,5 +148,7 @@ def test_eval_of_a_run_honours_its_flags(tmp_path, monkeypatch):
     assert own.returncode == 0 and json.loads(own.stdout)["problems"] == 2, own.stderr
     negative = mhpo_eval("--size", "-1")
     assert negative.returncode == 2 and "must be >= 1" in negative.stderr
-    refused = mhpo_eval("--lr", "0.1")
-    assert refused.returncode == 1 and "--lr cannot apply" in refused.stderr
+    refused = mhpo_eval("--lr", "0.1")  # a training option is not an eval option at all
+    assert refused.returncode == 2 and "unrecognized arguments: --lr" in refused.stderr
+    refused = mhpo_eval("--model", "tiny")  # the model of a run is its checkpoint's
+    assert refused.returncode == 1 and "--model cannot apply" in refused.stderr

@@ -42,10 +42,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = config_from_args(args, args.config)
+        if args.dry_run:
+            return _dry_run(cfg)
         Trainer(cfg).train()
     except ValueError as error:
         raise SystemExit(f"mhpo train: {error}") from None
     print(f"metrics: {cfg.output_dir}/metrics.jsonl")
+    return 0
+
+
+def _dry_run(cfg) -> int:
+    """Everything `mhpo train` checks before its first step, with nothing written: the options,
+    the data and its reward functions, the model (loaded, so that every prompt is measured
+    against its context and the LoRA options against its layers), then the configuration as it
+    would run here."""
+    import yaml
+
+    from .train.models import check_model_source
+    from .train.trainer import build_task, load_checked_policy
+
+    cfg = cfg.validate().resolved()
+    task = build_task(cfg)
+    check_model_source(cfg.model)
+    load_checked_policy(cfg, task, log=lambda *a: None)
+    out = pathlib.Path(cfg.output_dir)
+    if out.exists() and not cfg.resume and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --output-dir.")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    print(f"dry run: the configuration above is valid and would train in {out}; nothing was written.")
+    return 0
+
+
+def _cmd_objectives(args: argparse.Namespace) -> int:
+    import json
+
+    from .docs_tables import objective_rows
+
+    rows = objective_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("objective", "defaults", "aggregation", "advantages", "A<0 weight", "rollout rules",
+                  box=None, pad_edge=False)  # fmt: skip
+    for name, row in rows.items():
+        defaults = ", ".join(f"{k}={v}" for k, v in row["defaults"].items()) or "none"
+        table.add_row(name, defaults, row["aggregation"], row["advantages"], row["hysteresis"], row["rollout"])
+    Console(width=max(Console().width, 160), soft_wrap=True).print(table)
     return 0
 
 
@@ -89,6 +134,19 @@ EVAL_OPTIONS = (
     "system_prompt", "temperature", "top_p", "max_new_tokens", "eval_size", "eval_k", "seed", "threads", "device",
     "dtype", "cache_dir",
 )  # fmt: skip
+
+
+# Without --run, `mhpo eval` builds the model itself: these options say which (and its warm start).
+EVAL_MODEL_OPTIONS = ("model", "hidden_size", "num_layers", "num_heads", "intermediate_size", "warmstart_steps",
+                      "warmstart_lr", "warmstart_batch", "warmstart_examples")  # fmt: skip
+
+
+def _compare_options() -> tuple[str, ...]:
+    """What `mhpo compare` takes from the command line: every training option but those it sets
+    per run itself (the objective from --objectives, the seed, the run directory, resuming)."""
+    from .train.config import TrainConfig
+
+    return tuple(f for f in TrainConfig.__dataclass_fields__ if f not in ("objective", "seed", "output_dir", "resume", "progress"))
 
 
 def _run_config(run: pathlib.Path, given: dict):
@@ -166,8 +224,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             {"prompt": tok.decode(ids), "answer": p.answer, "completion": text, "reward": task.score(text, p)}
             for p, ids, text in zip(shown, prompts, rollout.texts)
         ]
-    print(json.dumps(output, indent=2))
+    if args.json:
+        print(json.dumps(output, indent=2))
+    else:
+        _print_evaluation(output)
     return 0
+
+
+def _print_evaluation(output: dict) -> None:
+    """The evaluation as a person reads it: the numbers in one table, the samples after it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 100))
+    table = Table(title=f"{output['source']}: {output['problems']} held-out problems, k = {output['k']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in output.items():
+        if key.startswith("eval/"):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    for sample in output.get("greedy_samples", []):
+        console.print(f"\n[bold]prompt[/bold] {sample['prompt']!r}\n[bold]answer[/bold] {sample['answer']!r}  "
+                      f"[bold]reward[/bold] {sample['reward']:g}\n[bold]completion[/bold] {sample['completion']!r}",
+                      markup=True, highlight=False)  # fmt: skip
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -194,11 +274,23 @@ def _count(minimum: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("mhpo")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+        installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(
         prog="mhpo",
         description="Stable policy optimisation for GRPO-style RL: objectives, plots and studies.",
     )
+    parser.add_argument("--version", action="version", version=f"mhpo {installed}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    objectives = sub.add_parser("objectives", help="list every registered objective with its whole recipe",
+                                description="The registry: each objective's default hyperparameters, aggregation, "
+                                "advantage scale, weight of A<0 completions and rollout rules.")  # fmt: skip
+    objectives.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    objectives.set_defaults(func=_cmd_objectives)
     plot = sub.add_parser(
         "plot-weights",
         help="plot and tabulate every objective's gradient weight w against the ratio r",
@@ -214,12 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.config import add_config_arguments
 
+    COMPARE_OPTIONS = _compare_options()
+
     train = sub.add_parser(
         "train",
         help="GRPO-style RL with any objective on Countdown, arithmetic or your data",
         description="Train a policy with RL. Options come from --config FILE.yaml and/or flags (flags win).",
     )
-    train.add_argument("--config", help="YAML file of options (keys as below, with underscores)")
+    train.add_argument("--config", help="YAML file of options (keys as below, with underscores); a run's own "
+                       "config.yaml with --resume continues that run, wherever it was copied")  # fmt: skip
+    train.add_argument("--dry-run", action="store_true", help="check everything (options, data, model, output "
+                       "directory) and print the configuration as it would run; write nothing")  # fmt: skip
     add_config_arguments(train)
     train.set_defaults(func=_cmd_train)
 
@@ -237,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     comp.add_argument("--threshold", type=float, default=0.3, help="reward threshold for steps-to-threshold")
     comp.add_argument("--config", help="YAML file of training options shared by all runs")
-    add_config_arguments(comp)
+    add_config_arguments(comp, only=COMPARE_OPTIONS)
     comp.set_defaults(func=_cmd_compare)
 
     rep = sub.add_parser("report", help="rebuild report.md and plots from saved runs",
@@ -262,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=_count(1), help="samples per problem for avg@k (default: the run's eval_k)")
     ev.add_argument("--show", type=_count(0), default=0, metavar="N",
                     help="also list the first N problems with their greedy completion and reward")  # fmt: skip
+    ev.add_argument("--json", action="store_true", help="print the result as JSON (for scripts) instead of a table")
     ev.add_argument("--config", help="YAML file of options (without --run)")
-    add_config_arguments(ev)
+    add_config_arguments(ev, only=EVAL_OPTIONS + EVAL_MODEL_OPTIONS)
     ev.set_defaults(func=_cmd_eval)
 
     exp = sub.add_parser("export", help="write a run's trained policy as a Hugging Face model directory",

@@ -31,22 +31,39 @@ def _rollout(rules) -> str:
     return ", ".join(parts) or "none"
 
 
+def objective_rows() -> dict[str, dict]:
+    """Each registered objective's whole recipe as plain values (`mhpo objectives` prints it)."""
+    rows = {}
+    for name in list_objectives():
+        spec = get_objective(name)
+        rows[name] = {
+            "summary": spec.summary,
+            "defaults": {f.name: f.default for f in dataclasses.fields(spec.config)},
+            "aggregation": spec.aggregation,
+            "advantages": spec.advantage_scale,
+            "hysteresis": _hysteresis(spec),
+            "rollout": _rollout(spec.rollout),
+            "paper": spec.paper,
+        }
+    return rows
+
+
 def objectives_markdown() -> str:
     rows = [
         "| objective | what it does | default hyperparameters | aggregation | advantages | A<0 weight | rollout rules | source |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in list_objectives():
-        spec = get_objective(name)
-        if not spec.paper:
+    for name, row in objective_rows().items():
+        if not row["paper"]:
             source = "reference point"
-        elif "arxiv.org/search" in spec.paper:  # no stable identifier known to us: link a title search
-            source = f"[title search]({spec.paper})"
+        elif "arxiv.org/search" in row["paper"]:  # no stable identifier known to us: link a title search
+            source = f"[title search]({row['paper']})"
         else:
-            source = f"[paper]({spec.paper})"
+            source = f"[paper]({row['paper']})"
+        defaults = ", ".join(f"{k}={v!r}" for k, v in row["defaults"].items()) or "none"
         rows.append(
-            f"| `{name}` | {spec.summary} | {_defaults(spec.config)} | `{spec.aggregation}` "
-            f"| {spec.advantage_scale} | {_hysteresis(spec)} | {_rollout(spec.rollout)} | {source} |"
+            f"| `{name}` | {row['summary']} | {defaults} | `{row['aggregation']}` "
+            f"| {row['advantages']} | {row['hysteresis']} | {row['rollout']} | {source} |"
         )
     return "\n".join(rows)
 

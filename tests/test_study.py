@@ -86,7 +86,7 @@ def test_report_and_eval_commands(tmp_path):
     # the listed greedy completions are the ones behind the accuracy: same problems, same decoding
     assert sum(s["reward"] for s in shown) / 3 == pytest.approx(result["eval/reward"])
     (tmp_path / "empty").mkdir()
-    for path, message in ((tmp_path / "empty", "no runs"), (tmp_path / "nothing", "does not exist")):
+    for path, message in ((tmp_path / "empty", "no finished runs"), (tmp_path / "nothing", "does not exist")):
         bad = subprocess.run([sys.executable, "-m", "mhpo.cli", "report", str(path)], capture_output=True, text=True)
         assert bad.returncode != 0 and message in bad.stderr
 

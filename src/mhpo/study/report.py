@@ -43,22 +43,42 @@ def run_label(config: dict[str, Any]) -> str:
 
 
 def load_run(directory: str | pathlib.Path) -> Run | None:
+    """The run in ``directory``; None when it holds no run (no config.yaml, or nothing logged).
+    A run that cannot be read is a ValueError saying why, and one that stopped before its last
+    step (it crashed, or is still training) an `Unfinished` error: neither is a row of a report."""
     import yaml
 
     directory = pathlib.Path(directory)
     config_path = directory / "config.yaml"
     if not config_path.exists():
         return None
-    config = yaml.safe_load(config_path.read_text())
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"its config.yaml cannot be read ({str(error).splitlines()[0]})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("objective"), str):
+        raise ValueError("its config.yaml is not a training configuration (no objective)")
     records = read_metrics(directory / "metrics.jsonl")
     if not records:
         return None
+    last = max(int(r.get("step", 0)) for r in records)
+    steps = config.get("steps")
+    if not (directory / "done").exists() and isinstance(steps, int) and last < steps:
+        raise Unfinished(f"unfinished: it stopped at step {last} of {steps} (crashed, or still training; "
+                         "mhpo train --resume continues it)")  # fmt: skip
     return Run(run_label(config), int(config.get("seed", 0)), directory, config, records)
 
 
-def find_runs(paths: list[str | pathlib.Path]) -> list[Run]:
+class Unfinished(ValueError):
+    """A run that has not reached its last step."""
+
+
+def find_runs(paths: list[str | pathlib.Path], *, left_out: list[tuple[pathlib.Path, str]] | None = None) -> list[Run]:
     """Runs in the given directories or anywhere below them, or in CSV files from `export_csv`,
-    labelled by every option that differs between them (`label_runs`)."""
+    labelled by every option that differs between them (`label_runs`). Unfinished and broken
+    runs are left out, each with its reason in ``left_out`` (or, without it, on stderr)."""
+    import sys
+
     runs = []
     for path in paths:
         path = pathlib.Path(path)
@@ -68,7 +88,17 @@ def find_runs(paths: list[str | pathlib.Path]) -> list[Run]:
         if not path.exists():
             raise ValueError(f"{path} does not exist; give run directories, a study directory or a runs.csv file.")
         candidates = [path] if (path / "config.yaml").exists() else sorted(p.parent for p in path.rglob("config.yaml"))
-        runs += [run for run in (load_run(c) for c in candidates) if run is not None]
+        for candidate in candidates:
+            try:
+                run = load_run(candidate)
+            except ValueError as error:
+                if left_out is None:
+                    print(f"report: left out {candidate}: {error}", file=sys.stderr)
+                else:
+                    left_out.append((candidate, str(error)))
+                continue
+            if run is not None:
+                runs.append(run)
     label_runs(runs)
     return runs
 
@@ -299,13 +329,22 @@ def build_report(
     title: str = "Objective comparison",
     notes: str = "",
     sweep: str | None = None,
+    log=None,
 ) -> pathlib.Path:
     """Write ``report.md`` and PNG plots for the runs found under ``paths`` into ``out``. With
     ``sweep`` (an option the runs differ in, such as ``lr``), also where each objective breaks
-    along it: the table of `sweep.sweep_table` and ``sweep.png``."""
-    runs = find_runs(paths)
+    along it: the table of `sweep.sweep_table` and ``sweep.png``. Unfinished and broken runs
+    are listed under "Left out" with the reason, and said on stderr."""
+    if log is None:
+        import sys
+
+        log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    left_out: list[tuple[pathlib.Path, str]] = []
+    runs = find_runs(paths, left_out=left_out)
     if not runs:
-        raise ValueError(f"no runs (config.yaml + metrics.jsonl or runs.csv) found under {', '.join(map(str, paths))}.")
+        reasons = "".join(f"\n  - {path}: {reason}" for path, reason in left_out)
+        raise ValueError(f"no finished runs (config.yaml + metrics.jsonl or runs.csv) under "
+                         f"{', '.join(map(str, paths))}.{reasons}")  # fmt: skip
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     by_label = _group(runs)
@@ -334,6 +373,11 @@ def build_report(
     if listed:
         lines += ["", "## Runs", "", "| objective | seed | directory |", "|---|---|---|"]
         lines += [f"| `{r.label}` | {r.seed} | `{r.directory}` |" for r in listed]
+    if left_out:
+        lines += ["", "## Left out", "", "| directory | why |", "|---|---|"]
+        lines += [f"| `{path}` | {reason} |" for path, reason in left_out]
+        for path, reason in left_out:
+            log(f"report: left out {path}: {reason}")
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

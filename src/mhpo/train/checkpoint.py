@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+import pickle
 import re
 import shutil
 import sys
@@ -88,6 +89,27 @@ def list_checkpoints(directory: str | pathlib.Path) -> list[pathlib.Path]:
     return [p for _, p in sorted(found)]
 
 
+class UnsafeCheckpoint(ValueError):
+    """A file that would need arbitrary Python objects unpickled to load."""
+
+
+def load_state(path: str | pathlib.Path) -> Any:
+    """A checkpoint (or warm start) as tensors and plain values. Only those are unpickled
+    (``weights_only=True``): a file that asks for anything else, as a crafted one from someone
+    else would to run code, is refused whole and nothing in it runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global[^.]*", str(error))
+        if found is None:
+            raise  # a damaged file, not one that asks for code
+        raise UnsafeCheckpoint(
+            f"{path} holds Python objects other than tensors and plain values, so mhpo does not load it (unpickling "
+            f"it could run code; {found.group(0)[:120]}). mhpo writes none; use checkpoints from runs you trust, "
+            "or retrain."
+        ) from None
+
+
 def load_latest(directory: str | pathlib.Path, log=None) -> dict[str, Any] | None:
     """The newest checkpoint that loads (a damaged newer one is skipped with a warning); None
     when there is no checkpoint. When there are checkpoints but none loads, ValueError: a
@@ -96,7 +118,9 @@ def load_latest(directory: str | pathlib.Path, log=None) -> dict[str, Any] | Non
     unreadable = []
     for path in reversed(list_checkpoints(directory)):
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return load_state(path)
+        except UnsafeCheckpoint:
+            raise
         except Exception as error:  # a damaged file: fall back to the previous one
             unreadable.append(path)
             log(f"warning: skipping unreadable checkpoint {path}: {str(error)[:200]}")

@@ -504,10 +504,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] 
 
 
 def config_from_args(args: argparse.Namespace, config_path: str | None = None) -> TrainConfig:
-    """Defaults < YAML file < flags."""
+    """Defaults < YAML file < flags. A run's own config.yaml with --resume continues that run,
+    in the directory the file is in: the output_dir inside it names where the run was made,
+    which after a copy (or from another working directory) is another run."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if "hp" in given:
         given["hp"] = dict(given["hp"])
-    if config_path:
-        return TrainConfig.from_yaml(config_path, **given)
-    return TrainConfig.from_dict(given)
+    if not config_path:
+        return TrainConfig.from_dict(given)
+    cfg = TrainConfig.from_yaml(config_path, **given)
+    run = pathlib.Path(config_path).expanduser().resolve().parent
+    is_run = pathlib.Path(config_path).name == "config.yaml" and ((run / "metrics.jsonl").exists() or (run / "checkpoints").is_dir())
+    if cfg.resume and is_run and pathlib.Path(cfg.output_dir).expanduser().resolve() != run:
+        if "output_dir" in given:
+            raise ValueError(f"--config {config_path} is the configuration of the run in {run}, and --output-dir names "
+                             f"{cfg.output_dir}; to continue that run drop --output-dir, or start a new run there "
+                             "without --resume.")  # fmt: skip
+        cfg = dataclasses.replace(cfg, output_dir=str(run))
+    return cfg

@@ -18,6 +18,7 @@ Tensor = torch.Tensor
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what an exported adapter names as its base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +330,25 @@ def _pretrained(config: ModelConfig, system_prompt: str = "") -> Policy:
         source, extra = config.name, {}
     tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+    if extra:
+        align_special_tokens(tokenizer, model)
     return Policy(model.to(config.device), HFTokenizer(tokenizer, system_prompt=system_prompt), config)
+
+
+def align_special_tokens(tokenizer, model) -> None:
+    """Give a tokenizer read from a GGUF file the end-of-sequence (and padding) token that the
+    model's own config names. transformers' GGUF reader takes SmolLM2's EOS as <|im_start|>
+    (id 1) while the model ends a turn with <|im_end|> (id 2, its config's eos_token_id):
+    generation would run past every answer, in mhpo and in any library that loads an export."""
+    eos = model.config.eos_token_id
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    if eos is None or tokenizer.eos_token_id == eos:
+        return
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+    pad = model.config.pad_token_id
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad if pad is not None else eos)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def check_model_source(name: str) -> None:
@@ -428,8 +447,12 @@ def save_smollm2_hf_model(directory: str | pathlib.Path) -> str:
     directory = pathlib.Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     try:
-        AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(tmp)
-        AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32).save_pretrained(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        align_special_tokens(tokenizer, model)
+        model.config.name_or_path = SMOLLM2_HUB_ID  # the model it is, not this machine's path to the GGUF
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp)
         os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -487,8 +487,12 @@ class Trainer:
         """The clipping norm of the next optimizer step: --max-grad-norm, and with
         --relative-clip K at most K times the median pre-clip norm of the run's earlier steps."""
         threshold = self.cfg.max_grad_norm
-        if self.cfg.relative_clip is not None and len(self.grad_norm_history) >= RELATIVE_CLIP_WARMUP:
-            threshold = min(threshold, self.cfg.relative_clip * statistics.median(self.grad_norm_history))
+        # Steps with no gradient at all (every group's rewards equal, as often at the start of
+        # sparse-reward training) say nothing about the scale of a gradient: counted, their zeros
+        # would pull the median to 0 and every later update would be scaled to nothing.
+        informative = [n for n in self.grad_norm_history if n > 0]
+        if self.cfg.relative_clip is not None and len(informative) >= RELATIVE_CLIP_WARMUP:
+            threshold = min(threshold, self.cfg.relative_clip * statistics.median(informative))
         return threshold
 
     def _baseline_evaluation(self) -> dict[str, float]:

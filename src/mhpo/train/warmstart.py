@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from .checkpoint import load_state
 from .models import Policy
 from .rollout import pack
 
@@ -57,7 +58,7 @@ def warm_start(policy: Policy, task, config: WarmStartConfig, directory: str = "
         return None
     path = cache_dir(directory) / f"warmstart-{cache_key(policy.config, task, config)}.pt"
     if path.exists():
-        policy.model.load_state_dict(torch.load(path, map_location="cpu"))
+        policy.model.load_state_dict(load_state(path))
         log(f"warm start: loaded {path}")
         return path
     tok = policy.tokenizer

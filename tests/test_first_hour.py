@@ -429,3 +429,30 @@ def test_a_killed_exports_temporary_is_removed(tmp_path):
     (stale / "model.safetensors").write_bytes(b"half")
     assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
     assert not stale.exists() and (tmp_path / "hf" / "config.json").exists()
+
+
+# ---- a missing extra is one line naming the install command, before anything is written -----------
+
+
+def _without(tmp_path, *modules):
+    """An environment in which ``modules`` cannot be imported, as if their extra were not installed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.parametrize("argv, modules, extra", [
+    (["train", "--output-dir", "out"], ("transformers",), "train"),
+    (["compare", "--seeds", "1", "--out", "out"], ("math_verify",), "train"),
+    (["eval", "--size", "1"], ("transformers",), "train"),
+    (["train", "--lora-rank", "4", "--output-dir", "out"], ("peft",), "lora"),
+    (["train", "--report-to", "wandb", "--output-dir", "out"], ("wandb",), "tracking"),
+    (["export", "--run", "x", "--out", "out", "--adapter-only"], ("peft",), "lora"),
+])  # fmt: skip
+def test_a_missing_extra_is_one_line_before_anything_is_written(argv, modules, extra, tmp_path):
+    result = _mhpo(*argv, cwd=tmp_path, env=_without(tmp_path, *modules))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pip install 'mhpo[{extra}]'" in lines[0] and modules[0] in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]

@@ -36,12 +36,29 @@ def _cmd_plot_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_extras(command: str, cfg=None) -> None:
+    """The extras a command and its options need, checked before anything is imported or written."""
+    from .extras import require
+
+    require("train", f"mhpo {command}")
+    if cfg is not None and cfg.lora_rank:
+        require("lora", "--lora-rank")
+    if cfg is not None:
+        for tracker in set(cfg.reporters()) & {"trackio", "wandb"}:
+            require("tracking", f"--report-to {tracker}", modules=(tracker,))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        _require_extras("train")
+    except ValueError as error:
+        raise SystemExit(f"mhpo train: {error}") from None
     from .train.config import config_from_args
     from .train.trainer import Trainer
 
     try:
         cfg = config_from_args(args, args.config)
+        _require_extras("train", cfg)
         if args.dry_run:
             return _dry_run(cfg)
         Trainer(cfg).train()
@@ -95,11 +112,16 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        _require_extras("compare")
+    except ValueError as error:
+        raise SystemExit(f"mhpo compare: {error}") from None
     from .study.compare import compare
     from .train.config import config_from_args
 
     try:
         cfg = config_from_args(args, args.config)
+        _require_extras("compare", cfg)
         compare(cfg, args.objectives, args.seeds, args.out, jobs=args.jobs, threshold=args.threshold)
     except ValueError as error:
         raise SystemExit(f"mhpo compare: {error}") from None
@@ -109,6 +131,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import pathlib
 
+    from .extras import require
+
+    if any(not str(path).endswith(".csv") for path in args.runs):
+        try:
+            require("train", "mhpo report on run directories", modules=("yaml",))
+        except ValueError as error:
+            raise SystemExit(f"mhpo report: {error}") from None
     from .study.report import build_report, export_csv, find_runs
 
     single = pathlib.Path(args.runs[0]) if len(args.runs) == 1 else None
@@ -178,6 +207,10 @@ def _run_config(run: pathlib.Path, given: dict):
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        _require_extras("eval")
+    except ValueError as error:
+        raise SystemExit(f"mhpo eval: {error}") from None
     import dataclasses
     import json
 
@@ -251,6 +284,14 @@ def _print_evaluation(output: dict) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .extras import require
+
+    try:
+        _require_extras("export")
+        if args.adapter_only:
+            require("lora", "mhpo export --adapter-only")
+    except ValueError as error:
+        raise SystemExit(f"mhpo export: {error}") from None
     from .train.export import export_run
 
     try:

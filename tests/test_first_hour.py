@@ -13,6 +13,8 @@ import pytest
 import torch
 import yaml
 
+import mhpo
+
 from mhpo.cli import build_parser, main
 from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import read_metrics
@@ -456,3 +458,128 @@ def test_a_missing_extra_is_one_line_before_anything_is_written(argv, modules, e
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pip install 'mhpo[{extra}]'" in lines[0] and modules[0] in lines[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+# ---- a step with nothing to learn costs no forward or backward pass -------------------------------
+
+
+class _EarlyTask(_LateTask):
+    """The share of digits for the first ``informative`` RL steps, then 0 for every completion."""
+
+    def score(self, completion, problem):
+        if problem.answer == "train":
+            self.calls += 1
+            if self.calls > self.quiet_calls:
+                return 0.0
+        return sum(ch.isdigit() for ch in completion) / 6
+
+
+@pytest.mark.parametrize("objective", ["grpo", "mhpo", "a_hpo", "gspo"])
+def test_an_idle_step_is_skipped_bit_for_bit(objective, tmp_path, monkeypatch):
+    """After two informative steps, three whose rewards are all 0: AdamW's momentum still moves
+    the weights on them, and the skipped path must move them exactly as the computed one."""
+    calls = []
+    real = mhpo.policy_loss
+    monkeypatch.setattr(mhpo, "policy_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trainers = {}
+    for skip in (True, False):
+        cfg = tiny_config(tmp_path / str(skip), objective=objective, steps=5, weight_decay=0.1, lr=3e-3,
+                          checkpoint_every=0)  # fmt: skip
+        trainer = Trainer(cfg, task=_EarlyTask(2, cfg.batch_size), **QUIET)
+        trainer.skip_idle_updates = skip
+        calls.clear()
+        records = trainer.train()
+        trainers[skip] = (trainer, records, len(calls))
+    (fast, fast_records, fast_calls), (slow, slow_records, slow_calls) = trainers[True], trainers[False]
+    assert [r["update/skipped"] for r in fast_records[1:]] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert [r["update/skipped"] for r in slow_records[1:]] == [0.0] * 5
+    assert fast_calls < slow_calls
+    for (name, a), b in zip(fast.policy.model.state_dict().items(), slow.policy.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    fast_state, slow_state = fast.optimizer.state_dict()["state"], slow.optimizer.state_dict()["state"]
+    for key in slow_state:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fast_state[key][name], slow_state[key][name]), (key, name)
+    assert torch.equal(fast.generator.get_state(), slow.generator.get_state())
+    assert fast.grad_norm_history == slow.grad_norm_history and fast.scheduler.state_dict() == slow.scheduler.state_dict()
+    assert fast_records[-1]["eval/accuracy"] == slow_records[-1]["eval/accuracy"]
+    # not vacuous: the idle steps did move the weights (the same run stopped before them differs)
+    cfg = tiny_config(tmp_path / "short", objective=objective, steps=2, weight_decay=0.1, lr=3e-3, checkpoint_every=0)
+    short = Trainer(cfg, task=_EarlyTask(2, cfg.batch_size), **QUIET)
+    short.train()
+    assert any(not torch.equal(a, b) for a, b in zip(short.policy.model.state_dict().values(),
+                                                     fast.policy.model.state_dict().values()))  # fmt: skip
+
+
+# ---- a full disk is one message, whatever is being written, and leaves nothing half-written ----------
+
+
+def test_a_short_metrics_write_leaves_no_torn_line(tmp_path, monkeypatch):
+    from mhpo.train import runlog
+
+    log = runlog.MetricsLog(tmp_path / "metrics.jsonl")
+    log.append({"step": 0, "reward/mean": 0.5})
+    before = (tmp_path / "metrics.jsonl").read_bytes()
+    real_write = os.write
+    monkeypatch.setattr(runlog.os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    with pytest.raises(ValueError, match="not enough disk space in .*Free some space, then rerun with --resume"):
+        log.append({"step": 1, "reward/mean": 0.25})
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before
+
+
+def test_enospc_while_appending_metrics_is_the_disk_message(tmp_path, monkeypatch):
+    import errno
+
+    from mhpo.train import runlog
+
+    log = runlog.MetricsLog(tmp_path / "metrics.jsonl")
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runlog.os, "write", full)
+    with pytest.raises(ValueError, match="not enough disk space"):
+        log.append({"step": 1})
+    assert (tmp_path / "metrics.jsonl").read_bytes() == b""
+
+
+def test_an_error_inside_torch_save_is_the_disk_message_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from mhpo.train import checkpoint
+
+    def failing(state, handle):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing)
+    with pytest.raises(ValueError, match="not enough disk space in .* needs about"):
+        checkpoint.save_checkpoint(tmp_path, 1, {"w": torch.zeros(4)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_writing_a_small_file_leaves_no_temporary(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from mhpo.train import runlog
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(builtins, "open", lambda path, mode="r", *a, **k: Full(real_open(path, mode, *a, **k))
+                        if ".tmp-" in str(path) else real_open(path, mode, *a, **k))  # fmt: skip
+    with pytest.raises(ValueError, match="not enough disk space"):
+        runlog.atomic_write_text(tmp_path / "config.yaml", "objective: grpo\n")
+    assert list(tmp_path.iterdir()) == []

@@ -52,6 +52,12 @@ _TRL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig) if f.
 _ABSOLUTE_CAP_IN_TRL = frozenset({"cispo"})
 
 
+def _accelerator_present() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
+
+
 @dataclasses.dataclass
 class ObjectiveGRPOConfig(GRPOConfig):
     """TRL's GRPOConfig plus the choice of mhpo objective.
@@ -60,6 +66,8 @@ class ObjectiveGRPOConfig(GRPOConfig):
     objective's hyperparameters when you change them from TRL's defaults (CISPO's
     ``epsilon_high`` is an absolute cap in TRL and becomes ``eps_high = cap − 1``).
     ``loss_type`` and ``importance_sampling_level`` are not used: the objective decides.
+    ``bf16`` left unset is off on a machine without an accelerator (TRL's default, on, fails
+    there).
     """
 
     objective: str = dataclasses.field(default="mhpo", metadata={"help": "mhpo objective (mhpo.list_objectives())."})
@@ -96,6 +104,10 @@ class ObjectiveGRPOConfig(GRPOConfig):
             self.scale_rewards = spec.advantage_scale
         if self.mask_truncated_completions is None:
             self.mask_truncated_completions = spec.rollout.overlong_filter
+        if self.bf16 is None and not self.fp16 and (self.use_cpu or not _accelerator_present()):
+            # TRL's default is bf16 whatever the machine, which transformers refuses on a CPU:
+            # the same config then builds on a laptop and on a GPU node (an explicit bf16 wins).
+            self.bf16 = False
         super().__post_init__()
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(

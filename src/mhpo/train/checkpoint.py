@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .runlog import disk_full
+
 _NAME = re.compile(r"^step-(\d{6,})\.pt$")
 _TEMPORARY = ".step-*.pt.tmp-*"
 MiB = 2**20
@@ -49,7 +51,7 @@ def save_checkpoint(directory: str | pathlib.Path, step: int, state: dict[str, A
     need = state_bytes(state) + MiB
     free = shutil.disk_usage(directory).free
     if free < need:
-        raise ValueError(_no_space(directory, need, free))
+        raise ValueError(disk_full(directory, need))
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as handle:
@@ -59,7 +61,12 @@ def save_checkpoint(directory: str | pathlib.Path, step: int, state: dict[str, A
     except OSError as error:
         tmp.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ValueError(_no_space(directory, need, shutil.disk_usage(directory).free)) from None
+            raise ValueError(disk_full(directory, need)) from None
+        raise
+    except RuntimeError as error:  # how torch.save reports a failed write of its zip stream
+        tmp.unlink(missing_ok=True)
+        if "writ" in str(error).lower() or "unexpected pos" in str(error):
+            raise ValueError(disk_full(directory, need)) from None
         raise
     os.replace(tmp, path)
     dir_fd = os.open(directory, os.O_RDONLY)
@@ -71,13 +78,6 @@ def save_checkpoint(directory: str | pathlib.Path, step: int, state: dict[str, A
     for old in written[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-def _no_space(directory: pathlib.Path, need: int, free: int) -> str:
-    return (
-        f"not enough disk space for a checkpoint in {directory}: it needs about {need / MiB:.0f} MiB and "
-        f"{free / MiB:.0f} MiB are free. Free some space, then rerun with --resume (the previous checkpoint is intact)."
-    )
 
 
 def list_checkpoints(directory: str | pathlib.Path) -> list[pathlib.Path]:

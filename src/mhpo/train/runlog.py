@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -24,11 +25,21 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write one line whole, or not at all: a short write (a full disk) is cut back off the
+        file, and a full disk is the one-line message of :func:`disk_full`."""
         line = (json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
         try:
-            os.write(fd, line)
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"short write: {written} of {len(line)} bytes")
             os.fsync(fd)
+        except OSError as error:
+            os.ftruncate(fd, size)  # no torn line left behind
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ValueError(disk_full(self.path.parent, len(line))) from None
+            raise
         finally:
             os.close(fd)
 
@@ -54,13 +65,32 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
     return records
 
 
+def disk_full(directory: str | pathlib.Path, need: int | None = None) -> str:
+    """The one message for a write that the disk has no room for, whatever was being written."""
+    import shutil
+
+    MiB = 2**20
+    free = shutil.disk_usage(directory).free
+    needs = f"it needs about {max(need, MiB) / MiB:.0f} MiB and " if need is not None else ""
+    return (f"not enough disk space in {directory}: {needs}{free / MiB:.0f} MiB are free. Free some space, then "
+            "rerun with --resume (the previous checkpoint is intact).")  # fmt: skip
+
+
 def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file, synced, then renamed); a full disk
+    leaves no temporary and is the message of :func:`disk_full`."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ValueError(disk_full(path.parent, len(text.encode()))) from None
+        raise
     os.replace(tmp, path)
 
 

@@ -291,6 +291,7 @@ class Trainer:
         self.log(f"resume: continuing after step {self.step}")
 
     def save(self) -> pathlib.Path:
+        self.log(f"step {self.step}: writing a checkpoint to {self.out / 'checkpoints'}")
         return save_checkpoint(self.out / "checkpoints", self.step, self._state(), keep=self.cfg.keep_checkpoints)
 
     # ---- one RL step ----------------------------------------------------------------------
@@ -406,14 +407,31 @@ class Trainer:
             parts.append(logp)
         return torch.cat(parts)
 
+    # Whether a step with nothing to learn skips its forward and backward passes (see _idle).
+    skip_idle_updates = True
+
+    def _idle(self, batch: Batch) -> bool:
+        """A step whose every advantage is 0, with no KL or entropy term, has a gradient of
+        exactly 0: every policy term is a multiple of A. Its forward and backward passes can
+        be skipped, while the optimizer still steps on that zero gradient (AdamW's moments decay
+        and the scheduler advances), so the run continues exactly as it would have. Not with a
+        forward pass that draws random numbers (dropout), whose stream would then move on."""
+        cfg = self.cfg
+        stochastic = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.policy.model.modules())
+        stochastic = stochastic or bool(getattr(self.policy.model.config, "attention_dropout", 0.0))
+        return (self.skip_idle_updates and cfg.beta == 0 and cfg.entropy_coef == 0 and not stochastic
+                and not bool(batch.advantages.any()))  # fmt: skip
+
     def _update(self, batch: Batch, stats: dict[str, float]) -> None:
         cfg = self.cfg
         start = clock = self._clock()
         on_policy = cfg.mu == 1 and cfg.minibatches == 1
-        if not on_policy:
+        idle = self._idle(batch)
+        stats["update/skipped"] = float(idle)
+        if not on_policy and not idle:
             batch.old_logp = self._logprobs(batch)
         stats["time/old_logp"], clock = self._clock() - clock, self._clock()
-        if cfg.beta > 0:
+        if cfg.beta > 0:  # (never idle)
             batch.ref_logp = self._logprobs(batch, reference=True)
         stats["time/ref_logp"], clock = self._clock() - clock, self._clock()
         phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
@@ -431,7 +449,11 @@ class Trainer:
                     minibatch = minibatch.sort().values
                 norms = mhpo.global_normalisers(batch.mask[minibatch], max_length=cfg.max_new_tokens)
                 minibatch_loss = 0.0
-                for rows in minibatch.split(cfg.micro_batch_size):
+                if idle:
+                    for parameter in self.policy.model.parameters():
+                        if parameter.requires_grad:
+                            parameter.grad = torch.zeros_like(parameter)
+                for rows in [] if idle else minibatch.split(cfg.micro_batch_size):
                     clock = self._clock()
                     mask = batch.mask[rows]
                     logp, entropy = self.policy.completion_logprobs(
@@ -524,6 +546,8 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg
+        self.log(f"step {self.step}: evaluating on {len(self.eval_problems)} held-out problems (greedy, and "
+                 f"{cfg.eval_k} sample{'s' * (cfg.eval_k > 1)} each for avg@k)")  # fmt: skip
         start = time.perf_counter()
         result = evaluate(self.policy, self.task, self.eval_problems, k=cfg.eval_k, temperature=cfg.temperature or 1.0,
                           top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 7919 + self.step)  # fmt: skip

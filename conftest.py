@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -66,7 +65,9 @@ def _setup(namespace) -> None:
         f'exec "{real / "mhpo"}" "$@" ${{!var:-}}\n'
     )
     (bin_dir / "mhpo").chmod(0o755)
-    (bin_dir / "python").symlink_to(sys.executable)
+    # a script, not a link: a venv's python finds its packages from where it is invoked
+    (bin_dir / "python").write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
     for tool in ("torchrun", "accelerate"):
         if (real / tool).exists():
             (bin_dir / tool).symlink_to(real / tool)
@@ -105,7 +106,12 @@ def _compose(host: str, block: str) -> None:
 
     import verl
 
-    words = shlex.split(block.replace("\\\n", " "), comments=True)
+    # The line as the shell would pass it to verl (quotes, $(...) expanded), verl replaced by printf.
+    assert "python3 -m verl.trainer.main_ppo" in block, "a verl block launches verl.trainer.main_ppo"
+    printing = block.replace("python3 -m verl.trainer.main_ppo", "printf '%s\\n'")
+    env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    words = subprocess.run(["bash", "-euo", "pipefail", "-c", printing], capture_output=True, text=True, check=True,
+                           env=env).stdout.splitlines()  # fmt: skip
     overrides = [w for w in words if "=" in w and not w.startswith("-")]
     assert overrides, "a verl block with no overrides"
     # `...` in a launch line stands for the user's own options; verl requires one of them

@@ -4,9 +4,8 @@
 #
 #   pip install 'mhpo[verl]' vllm
 #   TRAIN=~/data/math/train.parquet VAL=~/data/math/test.parquet bash examples/verl_mhpo_qwen7b.sh
-#   bash examples/verl_mhpo_qwen7b.sh algorithm.adv_estimator=mhpo_a_hpo \
-#     actor_rollout_ref.actor.policy_loss.loss_mode=a_hpo actor_rollout_ref.actor.loss_agg_mode=token-mean  # another objective
-#   bash examples/verl_mhpo_qwen7b.sh --print-overrides                                     # show, do not run
+#   OBJECTIVE=a_hpo bash examples/verl_mhpo_qwen7b.sh          # another objective, with its whole recipe
+#   bash examples/verl_mhpo_qwen7b.sh --print-overrides           # show, do not run
 #
 # The data files are verl's parquet format (see verl's examples/data_preprocess).
 set -euo pipefail
@@ -14,10 +13,22 @@ set -euo pipefail
 TRAIN=${TRAIN:-$HOME/data/math/train.parquet}
 VAL=${VAL:-$HOME/data/math/test.parquet}
 MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
+OBJECTIVE=${OBJECTIVE:-mhpo}
+
+# The objective's recipe from mhpo's registry: its advantage step (its scale, and its alpha
+# folded in for HPO/A-HPO), its loss and its aggregation; MHPO's hyperparameters at the
+# paper's values, written out.
+mapfile -t RECIPE < <(python3 -m mhpo.integrations.verl "$OBJECTIVE" 2>/dev/null || echo "error")
+if [[ ${RECIPE[0]:-error} == error ]]; then
+  python3 -m mhpo.integrations.verl "$OBJECTIVE"  # says why
+  exit 2
+fi
+if [[ $OBJECTIVE == mhpo ]]; then
+  RECIPE+=("+actor_rollout_ref.actor.policy_loss.objective_hyperparameters={c: 1.5, k_pos: 1.5, lam_pos: 1.0, k_neg: 2.0, lam_neg: 0.8}")
+fi
 
 OVERRIDES=(
-  # The objective's advantage step (its scale, and its alpha folded in for HPO/A-HPO).
-  algorithm.adv_estimator=mhpo_mhpo
+  "${RECIPE[@]}"
   algorithm.use_kl_in_reward=False
   "data.train_files=$TRAIN"
   "data.val_files=$VAL"
@@ -34,11 +45,6 @@ OVERRIDES=(
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4
   actor_rollout_ref.actor.use_kl_loss=False
   actor_rollout_ref.actor.entropy_coeff=0
-  # MHPO's default aggregation is the per-sequence token mean.
-  actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean
-  actor_rollout_ref.actor.policy_loss.loss_mode=mhpo
-  actor_rollout_ref.actor.policy_loss._target_=mhpo.integrations.verl.ObjectivePolicyLossConfig
-  "+actor_rollout_ref.actor.policy_loss.objective_hyperparameters={c: 1.5, k_pos: 1.5, lam_pos: 1.0, k_neg: 2.0, lam_neg: 0.8}"
   actor_rollout_ref.rollout.name=vllm
   actor_rollout_ref.rollout.n=8
   actor_rollout_ref.rollout.tensor_model_parallel_size=2
@@ -51,7 +57,7 @@ OVERRIDES=(
   trainer.save_freq=20
   trainer.test_freq=10
   trainer.project_name=mhpo
-  trainer.experiment_name=qwen2.5-7b-mhpo
+  "trainer.experiment_name=qwen2.5-7b-$OBJECTIVE"
   "trainer.logger=[console,tensorboard]"
 )
 

@@ -583,3 +583,48 @@ def test_a_full_disk_while_writing_a_small_file_leaves_no_temporary(tmp_path, mo
     with pytest.raises(ValueError, match="not enough disk space"):
         runlog.atomic_write_text(tmp_path / "config.yaml", "objective: grpo\n")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- verl: every objective's switch composes, and a wrong combination fails at config time -----------
+
+
+def _verl_actor(overrides):
+    import verl
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from verl.utils.config import omega_conf_to_dataclass
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(pathlib.Path(verl.__file__).parent / "trainer" / "config"), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    return cfg, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+
+
+@pytest.mark.parametrize("objective", sorted(__import__("mhpo").list_objectives()))
+def test_the_verl_example_switches_to_every_objective(objective):
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
+
+    from batches import make_batch
+
+    env = {**os.environ, "OBJECTIVE": objective, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = subprocess.run(["bash", str(ROOT / "examples" / "verl_mhpo_qwen7b.sh"), "--print-overrides"],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    cfg, actor = _verl_actor(script.stdout.splitlines())
+    assert get_adv_estimator_fn(cfg.algorithm.adv_estimator).__name__ == f"mhpo_{objective}_advantage"
+    b = make_batch(seed=3)
+    loss, _ = get_policy_loss_fn(actor.policy_loss.loss_mode)(
+        b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,
+        loss_agg_mode=actor.loss_agg_mode, config=actor)  # fmt: skip
+    aggregation = __import__("mhpo").get_objective(objective).aggregation
+    expected = __import__("mhpo").policy_loss(objective, *b.inputs(), aggregation=aggregation, num_tokens=None)
+    if aggregation != "mean_length":  # verl's token-mean stands for it over a global mini-batch
+        torch.testing.assert_close(loss, expected.loss, rtol=1e-12, atol=0)
+
+
+def test_a_wrong_objective_combination_fails_when_verls_config_is_built():
+    with pytest.raises(Exception, match="objective_hyperparameters for loss_mode=a_hpo: .*'c'"):
+        _verl_actor(["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
+                     "actor_rollout_ref.actor.policy_loss.loss_mode=a_hpo",
+                     "actor_rollout_ref.actor.policy_loss._target_=mhpo.integrations.verl.ObjectivePolicyLossConfig",
+                     "+actor_rollout_ref.actor.policy_loss.objective_hyperparameters={c: 1.5}"])  # fmt: skip

@@ -192,8 +192,9 @@ def test_verl_recipe_composes_with_verls_own_config():
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
     from verl.utils.config import omega_conf_to_dataclass
 
+    env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     overrides = subprocess.run(["bash", str(ROOT / "examples" / "verl_mhpo_qwen7b.sh"), "--print-overrides"],
-                               capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+                               capture_output=True, text=True, check=True, env=env).stdout.splitlines()  # fmt: skip
     assert "actor_rollout_ref.actor.policy_loss.loss_mode=mhpo" in overrides
     config_dir = str(pathlib.Path(verl.__file__).parent / "trainer" / "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):

@@ -83,6 +83,43 @@ class ObjectivePolicyLossConfig(PolicyLossConfig):
     objective_hysteresis: Any = None
     objective_alpha_min: Any = None
 
+    def __post_init__(self) -> None:
+        """Check the objective options against ``loss_mode`` when the config is built (verl builds
+        it at start, on the driver), not at the first loss call after a rollout on a cluster."""
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        name = registered_names().get(self.loss_mode)
+        if name is None:
+            raise ValueError(
+                f"policy_loss.loss_mode={self.loss_mode!r} is not an mhpo objective, so ObjectivePolicyLossConfig's "
+                f"options would be ignored; use one of {', '.join(sorted(registered_names()))}, or drop its _target_."
+            )
+        hyperparameters = dict(self.objective_hyperparameters or {})
+        try:
+            mhpo.get_objective(name).make_config(**hyperparameters)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"policy_loss.objective_hyperparameters for loss_mode={self.loss_mode}: {error}") from None
+
+
+def recipe_overrides(name: str, hyperparameters: dict[str, Any] | None = None) -> list[str]:
+    """verl overrides that run objective ``name`` with its whole recipe: its advantage step,
+    its loss and its aggregation (``python -m mhpo.integrations.verl NAME`` prints them)."""
+    spec = mhpo.get_objective(name)
+    loss_mode = name if registered_names().get(name) == name else PREFIX + name
+    aggregation = {ours: theirs for theirs, ours in VERL_AGGREGATIONS.items()}.get(spec.aggregation, "token-mean")
+    lines = [
+        f"algorithm.adv_estimator={PREFIX}{name}",
+        f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
+        f"actor_rollout_ref.actor.loss_agg_mode={aggregation}",
+        "actor_rollout_ref.actor.policy_loss._target_=mhpo.integrations.verl.ObjectivePolicyLossConfig",
+    ]
+    if hyperparameters:
+        mhpo.get_objective(name).make_config(**hyperparameters)
+        pairs = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in hyperparameters.items())
+        lines.append(f"+actor_rollout_ref.actor.policy_loss.objective_hyperparameters={{{pairs}}}")
+    return lines
+
 
 def _hyperparameters(name: str, config) -> dict[str, Any]:
     policy = config.get("policy_loss") if hasattr(config, "get") else getattr(config, "policy_loss", None)
@@ -248,3 +285,11 @@ def register_all() -> dict[str, str]:
 
 
 REGISTERED = register_all()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2 or sys.argv[1] not in mhpo.list_objectives():
+        raise SystemExit(f"usage: python -m mhpo.integrations.verl OBJECTIVE (one of {', '.join(mhpo.list_objectives())})")
+    print("\n".join(recipe_overrides(sys.argv[1])))

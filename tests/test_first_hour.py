@@ -380,13 +380,6 @@ def test_smollm2_base_export_agrees_on_its_special_tokens_and_stops_at_eos(tmp_p
     assert stopped.sum() >= 3, tokenizer.batch_decode(completions)
 
 
-def test_the_trainer_stops_smollm2_at_the_end_of_its_turn():
-    from mhpo.train.models import ModelConfig, load_policy
-
-    policy = load_policy(ModelConfig("smollm2-135m"))
-    assert policy.tokenizer.eos_id == policy.model.config.eos_token_id == 2
-
-
 def test_an_adapter_export_names_a_base_that_loads_elsewhere(tmp_path):
     from peft import AutoPeftModelForCausalLM
 
@@ -600,26 +593,40 @@ def _verl_actor(overrides):
     return cfg, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
 
 
-@pytest.mark.parametrize("objective", sorted(__import__("mhpo").list_objectives()))
-def test_the_verl_example_switches_to_every_objective(objective):
+def _verl_loss(cfg, actor, objective):
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
 
     from batches import make_batch
 
-    env = {**os.environ, "OBJECTIVE": objective, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    script = subprocess.run(["bash", str(ROOT / "examples" / "verl_mhpo_qwen7b.sh"), "--print-overrides"],
-                            capture_output=True, text=True, env=env)  # fmt: skip
-    assert script.returncode == 0, script.stderr
-    cfg, actor = _verl_actor(script.stdout.splitlines())
     assert get_adv_estimator_fn(cfg.algorithm.adv_estimator).__name__ == f"mhpo_{objective}_advantage"
     b = make_batch(seed=3)
     loss, _ = get_policy_loss_fn(actor.policy_loss.loss_mode)(
         b.old_logp, b.logp, b.advantages.unsqueeze(-1).expand_as(b.mask), b.mask,
         loss_agg_mode=actor.loss_agg_mode, config=actor)  # fmt: skip
-    aggregation = __import__("mhpo").get_objective(objective).aggregation
-    expected = __import__("mhpo").policy_loss(objective, *b.inputs(), aggregation=aggregation, num_tokens=None)
+    aggregation = mhpo.get_objective(objective).aggregation
     if aggregation != "mean_length":  # verl's token-mean stands for it over a global mini-batch
+        expected = mhpo.policy_loss(objective, *b.inputs(), aggregation=aggregation)
         torch.testing.assert_close(loss, expected.loss, rtol=1e-12, atol=0)
+    return loss
+
+
+@pytest.mark.parametrize("objective", ["mhpo", "a_hpo"])
+def test_the_verl_example_switches_objective(objective):
+    env = {**os.environ, "OBJECTIVE": objective, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = subprocess.run(["bash", str(ROOT / "examples" / "verl_mhpo_qwen7b.sh"), "--print-overrides"],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    _verl_loss(*_verl_actor(script.stdout.splitlines()), objective)
+
+
+def test_every_objectives_verl_recipe_composes_and_gives_its_loss():
+    """What `python -m mhpo.integrations.verl NAME` (and so the example script) prints, for
+    every objective: composed onto verl's config, the actor config builds and the loss is ours."""
+    from mhpo.integrations.verl import recipe_overrides
+
+    for objective in mhpo.list_objectives():
+        base = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"]
+        _verl_loss(*_verl_actor(base + recipe_overrides(objective)), objective)
 
 
 def test_a_wrong_objective_combination_fails_when_verls_config_is_built():
@@ -628,3 +635,17 @@ def test_a_wrong_objective_combination_fails_when_verls_config_is_built():
                      "actor_rollout_ref.actor.policy_loss.loss_mode=a_hpo",
                      "actor_rollout_ref.actor.policy_loss._target_=mhpo.integrations.verl.ObjectivePolicyLossConfig",
                      "+actor_rollout_ref.actor.policy_loss.objective_hyperparameters={c: 1.5}"])  # fmt: skip
+
+
+def test_report_plots_have_at_most_six_series_per_panel(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from mhpo.study.report import build_report
+
+    seen = []
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: seen.extend(len(ax.get_lines()) for ax in fig.axes) or real(fig, *a, **k))  # fmt: skip
+    build_report([ROOT / "docs" / "results" / "stability" / "countdown3-standard" / "runs.csv"], tmp_path)
+    assert seen and 4 <= max(seen) <= 6  # 12 configurations in facets of at most six (GRPO in each)
+    assert (tmp_path / "curves.png").stat().st_size > 50_000

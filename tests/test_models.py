@@ -54,6 +54,9 @@ def test_smollm2_loads_offline_and_takes_a_step(tmp_path, monkeypatch):
                       eval_size=1)  # fmt: skip
     trainer = Trainer(cfg, log=lambda *a: None)
     assert trainer.policy.model.config.vocab_size == 49152
+    # generation stops at the end of a turn, <|im_end|>, the EOS of the model's config (the GGUF
+    # reader alone gives the tokenizer <|im_start|>)
+    assert trainer.policy.tokenizer.eos_id == trainer.policy.model.config.eos_token_id == 2
     records = trainer.train()
     assert torch.isfinite(torch.tensor(records[-1]["loss"]))
 

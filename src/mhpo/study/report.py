@@ -453,8 +453,8 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    colour_of = {label: colours(i % colours.N) for i, label in enumerate(labels)}
+    # Distinct colours within a facet (tab10, in facet order: GRPO first, so always the same blue).
+    tab10 = plt.get_cmap("tab10")
     written = []
     for name, specs in PANELS.items():
         cols = min(4, len(specs))
@@ -463,8 +463,11 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
                                  squeeze=False)  # fmt: skip
         for f, group in enumerate(groups):
             block = axes[f * rows_per : (f + 1) * rows_per].flat
+            colour_of = {label: tab10(i % 10) for i, label in enumerate(group)}
             for ax, spec in zip(block, specs):
-                _panel(ax, spec, by_label, group, colour_of)
+                if not _panel(ax, spec, by_label, group, colour_of):
+                    ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes,
+                            color="grey")  # fmt: skip
             for ax in list(axes[f * rows_per : (f + 1) * rows_per].flat)[len(specs) :]:
                 ax.set_visible(False)
             handles, texts = next(((h, t) for h, t in (ax.get_legend_handles_labels() for ax in
@@ -473,7 +476,7 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
                 axes[f * rows_per, 0].legend(handles, texts, fontsize=7, loc="best", framealpha=0.8)
         fig.suptitle("mean over seeds; bands span the seeds (min to max)"
                      + (f"; {len(groups)} facets of at most {MAX_SERIES}" if len(groups) > 1 else ""), fontsize=10)  # fmt: skip
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title
         tmp = out / f".{name}.tmp"
         fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
@@ -482,9 +485,10 @@ def plot_runs(by_label: dict[str, list[Run]], labels: list[str], out: pathlib.Pa
     return written
 
 
-def _panel(ax, spec, by_label: dict[str, list[Run]], labels: list[str], colour_of: dict) -> None:
+def _panel(ax, spec, by_label: dict[str, list[Run]], labels: list[str], colour_of: dict) -> bool:
+    """One metric of ``labels`` against the step; False when none of them logged it."""
     key, title, is_eval, window, log = spec
-    positive = False
+    positive = drawn = False
     for label in labels:
         steps, mean, low, high = _band(by_label[label], key, is_eval)
         if not steps:
@@ -492,6 +496,7 @@ def _panel(ax, spec, by_label: dict[str, list[Run]], labels: list[str], colour_o
         if window > 1:
             mean, low, high = (_smooth(v, window) for v in (mean, low, high))
         positive = positive or any(v > 0 for v in mean)
+        drawn = True
         ax.plot(steps, mean, color=colour_of[label], lw=1.6, label=f"{label} (n={len(by_label[label])})",
                 marker="o" if is_eval else None, ms=3)  # fmt: skip
         if len(by_label[label]) > 1:
@@ -501,3 +506,4 @@ def _panel(ax, spec, by_label: dict[str, list[Run]], labels: list[str], colour_o
     if log and positive:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    return drawn

@@ -417,9 +417,11 @@ class Trainer:
         and the scheduler advances), so the run continues exactly as it would have. Not with a
         forward pass that draws random numbers (dropout), whose stream would then move on."""
         cfg = self.cfg
-        stochastic = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.policy.model.modules())
-        stochastic = stochastic or bool(getattr(self.policy.model.config, "attention_dropout", 0.0))
-        return (self.skip_idle_updates and cfg.beta == 0 and cfg.entropy_coef == 0 and not stochastic
+        if not hasattr(self, "_stochastic_forward"):  # the model's dropout does not change: look once
+            model = self.policy.model
+            self._stochastic_forward = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or bool(
+                getattr(model.config, "attention_dropout", 0.0))  # fmt: skip
+        return (self.skip_idle_updates and cfg.beta == 0 and cfg.entropy_coef == 0 and not self._stochastic_forward
                 and not bool(batch.advantages.any()))  # fmt: skip
 
     def _update(self, batch: Batch, stats: dict[str, float]) -> None:

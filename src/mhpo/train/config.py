@@ -22,9 +22,6 @@ REPORTERS = ("tensorboard", "trackio", "wandb")
 # progress, how often it saves. A report does not tell runs apart by them.
 NOT_IDENTITY = ("output_dir", "resume", "progress", "threads", "tensorboard", "report_to", "project", "cache_dir",
                 "checkpoint_every", "keep_checkpoints", "eval_every", "device")
-# Module names of causal LMs' output heads (Llama, Qwen, Mistral, SmolLM2, GPT-2: lm_head;
-# GPT-NeoX: embed_out). The loaded model's own head is checked too (models.check_lora).
-OUTPUT_HEADS = ("lm_head", "embed_out")
 # What a resumed run may change: the above, and more steps (to extend it).
 RESUMABLE = (*NOT_IDENTITY, "steps")
 
@@ -215,20 +212,14 @@ class TrainConfig:
         return self
 
     def _lora_problems(self) -> list[str]:
-        """LoRA options that would be ignored (set without --lora-rank) or would train nothing
-        (the output head, whose adapter the chunked log-probs bypass)."""
+        """LoRA options that would be ignored: set without --lora-rank."""
         if not self.lora_rank:
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             return [f"--{name.replace('_', '-')} needs --lora-rank (it configures the LoRA adapter, and without a rank "
                     "every weight is trained); add --lora-rank R or drop the option."
                     for name in ("lora_alpha", "lora_dropout", "lora_target_modules")
                     if getattr(self, name) != defaults[name]]  # fmt: skip
-        names = [t.strip() for t in self.lora_target_modules.split(",")]
-        if any(n in OUTPUT_HEADS for n in names):
-            return ["--lora-target-modules names the output head (lm_head), which mhpo applies itself in chunked "
-                    "log-probs, so its adapter would never train; adapt the layers inside the model, e.g. "
-                    "q_proj,v_proj or all-linear (which leaves the head out)."]  # fmt: skip
-        return []
+        return []  # targets are checked against the loaded model itself (Policy.check_lora)
 
     def _hysteresis_problems(self) -> list[str]:
         """The hysteresis options the library would reject."""

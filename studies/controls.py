@@ -38,10 +38,11 @@ import sys
 import time
 
 from mhpo.study.compare import compare, record_invocation
-from mhpo.study.report import export_csv, find_runs, summary_table
+from mhpo.study.runs import export_csv, find_runs
+from mhpo.study.summary import summary_table
 from mhpo.study.sweep import plot_sweep, sweep_table
 from mhpo.train.config import TrainConfig
-from mhpo.train.runlog import atomic_write_text
+from mhpo.files import atomic_write_text
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from stability import BASE, REGIMES, TASKS  # noqa: E402  (the stability study's design, shared)

@@ -20,7 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from mhpo.study.report import build_report, export_csv, find_runs, format_ci, order_labels, summarise
+from mhpo.study.report import build_report
+from mhpo.study.runs import export_csv, find_runs
+from mhpo.study.summary import format_ci, order_labels, summarise
 
 HERE = Path(__file__).resolve().parent
 

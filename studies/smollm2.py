@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from mhpo.study.compare import compare, record_invocation
-from mhpo.study.report import export_csv, find_runs
+from mhpo.study.runs import export_csv, find_runs
 from mhpo.train.config import TrainConfig
 
 OBJECTIVES = ["grpo", "a_hpo", "mhpo", "hpo@hysteresis=0"]

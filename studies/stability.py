@@ -25,9 +25,11 @@ import sys
 import time
 
 from mhpo.study.compare import compare, record_invocation
-from mhpo.study.report import build_report, export_csv, find_runs, summary_table
+from mhpo.study.report import build_report
+from mhpo.study.runs import export_csv, find_runs
+from mhpo.study.summary import summary_table
 from mhpo.train.config import TrainConfig
-from mhpo.train.runlog import atomic_write_text
+from mhpo.files import atomic_write_text
 
 # hpo@hysteresis=0 drops the negative-advantage updates altogether (alpha = 0), the setting
 # the HPO paper reports as collapsing response length.

@@ -15,6 +15,8 @@ from mhpo.train.checkpoint import list_checkpoints
 from mhpo.train.models import HFTokenizer, LoraSettings, ModelConfig, load_policy
 from mhpo.train.rollout import generate
 from mhpo.train.runlog import read_metrics
+from mhpo.train.collect import Collected
+from mhpo.train.prepare import completion_logprobs, pack_batch, reference_logprobs
 from mhpo.train.trainer import Trainer
 
 QUIET = dict(log=lambda *a: None)
@@ -134,11 +136,11 @@ def test_lora_trains_only_the_adapters_and_the_reference_is_the_base_model(tmp_p
     fresh = load_policy(ModelConfig(directory))  # the base model as loaded from disk
     rollout = generate(trainer.policy, [[5, 6, 7]] * 2 + [[8, 9]] * 2, max_new_tokens=4,
                        generator=torch.Generator().manual_seed(1))
-    batch = trainer._batch(rollout, torch.tensor([1.0, 0.0, 0.0, 1.0]), {})
-    reference = trainer._logprobs(batch, reference=True)
+    batch, _ = pack_batch(Collected(rollout, torch.tensor([1.0, 0.0, 0.0, 1.0])), trainer.policy, trainer.spec, trainer.cfg)
+    reference = reference_logprobs(trainer.policy, trainer.reference, batch, trainer.cfg)
     expected, _ = fresh.completion_logprobs(batch.sequences, batch.attention, batch.width)
     torch.testing.assert_close(reference, expected, rtol=0, atol=1e-6)
-    policy_logp = trainer._logprobs(batch)
+    policy_logp = completion_logprobs(trainer.policy, batch, trainer.cfg)
     assert (policy_logp - reference).abs()[batch.mask.bool()].max() > 1e-3  # the adapters change the policy
     assert stats["kl/k3"] > 0
 
@@ -366,7 +368,7 @@ def test_the_model_options_resolve_auto_as_the_trainer_does(monkeypatch):
     or each run would look for, and train, a warm start of its own."""
     import mhpo.train.config as config
     from mhpo.train.config import TrainConfig
-    from mhpo.train.trainer import model_config
+    from mhpo.train.build import model_config
 
     monkeypatch.setattr(config, "_bfloat16_native", lambda device: True)  # as on a bfloat16 GPU
     assert TrainConfig().resolved().dtype == "bfloat16"

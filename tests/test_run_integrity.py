@@ -12,7 +12,8 @@ import yaml
 
 from mhpo.cli import main
 from mhpo.study.compare import compare
-from mhpo.study.report import build_report, find_runs
+from mhpo.study.report import build_report
+from mhpo.study.runs import find_runs
 from mhpo.train import checkpoint
 from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import read_metrics
@@ -259,7 +260,7 @@ def test_too_little_free_space_fails_before_writing(tmp_path, monkeypatch):
 
 def test_an_unwritable_output_directory_fails_before_the_warm_start(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a directory")
-    monkeypatch.setattr("mhpo.train.trainer.warm_start", lambda *a, **k: pytest.fail("warm start ran"))
+    monkeypatch.setattr("mhpo.train.build.warm_start", lambda *a, **k: pytest.fail("warm start ran"))
     with pytest.raises(ValueError, match="cannot create the output directory"):
         Trainer(tiny_config(tmp_path, output_dir=str(tmp_path / "file" / "run"), warmstart_steps=5), **QUIET)
 

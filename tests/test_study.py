@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from mhpo.study.compare import compare, parse_variant
-from mhpo.study.report import build_report, export_csv, find_runs, load_csv
+from mhpo.study.report import build_report
+from mhpo.study.runs import export_csv, find_runs, load_csv
 from mhpo.study.stats import first_reaching, mean_ci, spikes
 from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import read_metrics
@@ -111,7 +112,7 @@ def test_variants_and_statistics():
         parse_variant("mhpo@cc=1")
     # trainer loss options ride along: HPO with alpha = 0 is hpo@hysteresis=0
     from mhpo.study.compare import split_options
-    from mhpo.study.report import run_label
+    from mhpo.study.runs import run_label
     from mhpo.train.config import TrainConfig
 
     name, hp = parse_variant("hpo@hysteresis=0@eps_low=0.1")
@@ -133,7 +134,7 @@ def test_variants_and_statistics():
 
 
 def test_csv_round_trip_and_errors(tmp_path):
-    from mhpo.study.report import Run
+    from mhpo.study.runs import Run
 
     records = [{"step": 0, "eval/accuracy": 0.25}, {"step": 1, "reward/mean": 0.125, "ratio/max": 1.5},
                {"step": 2, "reward/mean": 0.375, "ratio/max": 2.0}, {"step": 2, "eval/accuracy": 0.5}]  # fmt: skip
@@ -206,7 +207,7 @@ def _load_study(name):
 
 
 def test_publish_rebuilds_reports_and_cross_cell_tables_from_csv(tmp_path):
-    from mhpo.study.report import Run
+    from mhpo.study.runs import Run
 
     publish = _load_study("publish")
 
@@ -229,7 +230,7 @@ def test_publish_rebuilds_reports_and_cross_cell_tables_from_csv(tmp_path):
 
 
 def test_publish_controls_rebuilds_the_sweep_from_its_csv(tmp_path, capsys):
-    from mhpo.study.report import Run
+    from mhpo.study.runs import Run
 
     publish = _load_study("publish")
 
@@ -298,7 +299,7 @@ def test_record_invocation_appends_wall_times(tmp_path):
 
 
 def test_sweep_table_finds_where_each_objective_breaks(tmp_path):
-    from mhpo.study.report import Run
+    from mhpo.study.runs import Run
     from mhpo.study.sweep import plot_sweep, sweep_table
 
     def run(label, lr, seed, final, norm):

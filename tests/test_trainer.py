@@ -14,7 +14,8 @@ import mhpo
 from mhpo.tasks.base import Problem
 from mhpo.train.config import TrainConfig
 from mhpo.train.runlog import read_metrics
-from mhpo.train.trainer import Trainer, overlong_penalty
+from mhpo.train.collect import overlong_penalty
+from mhpo.train.trainer import Trainer
 from trainer_helpers import tiny_config
 
 

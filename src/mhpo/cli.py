@@ -76,7 +76,7 @@ def _dry_run(cfg) -> int:
     import yaml
 
     from .train.models import check_model_source
-    from .train.trainer import build_task, load_checked_policy
+    from .train.build import build_task, load_checked_policy
 
     cfg = cfg.validate().resolved()
     task = build_task(cfg)
@@ -138,7 +138,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             require("train", "mhpo report on run directories", modules=("yaml",))
         except ValueError as error:
             raise SystemExit(f"mhpo report: {error}") from None
-    from .study.report import build_report, export_csv, find_runs
+    from .study.report import build_report
+    from .study.runs import export_csv, find_runs
 
     single = pathlib.Path(args.runs[0]) if len(args.runs) == 1 else None
     default_out = (single.parent if single.suffix == ".csv" else single) if single else "report"
@@ -183,13 +184,9 @@ def _run_config(run: pathlib.Path, given: dict):
     here) and the evaluation options given on the command line applied."""
     import dataclasses
 
-    import yaml
+    from .train.rundir import run_config
 
-    from .train.config import TrainConfig
-
-    if not (run / "config.yaml").exists():
-        raise ValueError(f"{run} has no config.yaml; pass a run directory written by mhpo train.")
-    cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = run_config(run)
     refused = sorted(set(given) - set(EVAL_OPTIONS))
     if refused:
         raise ValueError(
@@ -214,10 +211,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from .train.checkpoint import load_latest
+    from .train.rundir import latest_state
     from .train.config import TrainConfig, config_from_args
     from .train.evaluate import evaluate
-    from .train.trainer import build_policy, build_task
+    from .train.build import build_policy, build_task
 
     given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
     try:
@@ -226,9 +223,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             # where this evaluation runs is this machine's choice, not the run's
             cfg = dataclasses.replace(_run_config(run, given), device=given.get("device", "auto")).resolved()
             task = build_task(cfg)
-            state = load_latest(run / "checkpoints")
-            if state is None:
-                raise ValueError(f"no checkpoint in {run / 'checkpoints'}.")
+            state = latest_state(run)
             policy, _ = build_policy(cfg, task, warm=False, log=lambda *a: None)  # with its LoRA adapters, if any
             policy.model.load_state_dict(state["model"])
             source = f"{run} at step {state['step']}"

@@ -94,7 +94,7 @@ def hysteresis_setting(name: str, hysteresis: Any = None, alpha_min: Any = None)
     if alpha_min is not None:
         if effective != "adaptive":
             raise ValueError(
-                f"alpha_min only applies with adaptive hysteresis, and '{name}' runs with "
+                f"alpha_min only applies with adaptive hysteresis, and '{spec.name}' runs with "
                 f"{'no hysteresis' if effective is None else f'a fixed alpha of {effective}'}; set hysteresis to "
                 "'adaptive' or drop alpha_min."
             )
@@ -105,14 +105,20 @@ def hysteresis_setting(name: str, hysteresis: Any = None, alpha_min: Any = None)
     return effective, (float(alpha_min) if alpha_min is not None else None)
 
 
-def _resolve_hysteresis(name: str, hysteresis: Hysteresis, advantages: Tensor, mask: Tensor, alpha_min: float | None) -> Tensor | None:
+def _resolve_hysteresis(name: str, hysteresis: Hysteresis, advantages: Tensor, mask: Tensor, alpha_min: float | None,
+                        check: bool = True) -> Tensor | None:  # fmt: skip
     """α as a 0-dim tensor (adaptive: from these advantages), or None when off."""
     if isinstance(hysteresis, Tensor):  # a rollout batch's α, computed once by the caller
         if hysteresis.numel() != 1:
             raise ValueError("hysteresis given as a tensor must hold one value (a 0-dim alpha).")
         if alpha_min is not None:
             raise ValueError("alpha_min only applies with hysteresis='adaptive'; a given alpha has no lower bound.")
-        hysteresis = float(hysteresis)
+        # Used as it is, on its device: no round trip through a Python float (a host sync on a
+        # GPU at every micro-batch). Its range is checked with the other inputs.
+        alpha = hysteresis.detach().reshape(()).to(advantages.dtype)
+        if check and not bool((alpha >= 0) & (alpha <= 1)):
+            raise ValueError(f"hysteresis must be in [0, 1] (the weight of negative-advantage updates); got {float(alpha)!r}.")
+        return alpha
     setting, alpha_min = hysteresis_setting(name, hysteresis, alpha_min)
     if setting is None:
         return None
@@ -207,7 +213,7 @@ def _prepare(
     dtype = torch.float32 if logp.dtype in (torch.float16, torch.bfloat16) else logp.dtype
     logp = logp.to(dtype)
     float_mask = mask.to(dtype)
-    advantages = _broadcast_advantages(advantages.detach().to(dtype), shape, spec.level == "sequence", name, float_mask)
+    advantages = _broadcast_advantages(advantages.detach().to(dtype), shape, spec.level == "sequence", spec.name, float_mask)
     # Padding may hold anything (−inf from a masked log-softmax, NaN); zero it so that no NaN
     # reaches the loss or, through a 0·NaN product, the gradient.
     zero = torch.zeros((), dtype=dtype, device=logp.device)
@@ -315,7 +321,7 @@ def policy_loss(
         raise ValueError("beta > 0 needs ref_logp, the reference model's log-probs (B, T); pass it or set beta=0.")
     if entropy_coef != 0 and entropy is None:
         raise ValueError("entropy_coef != 0 needs entropy, the per-token entropy (B, T); pass it or set entropy_coef=0.")
-    alpha = _resolve_hysteresis(name, hysteresis, adv, float_mask, alpha_min)
+    alpha = _resolve_hysteresis(spec, hysteresis, adv, float_mask, alpha_min, check_inputs)
     zero = torch.zeros((), dtype=prep.logp.dtype, device=prep.logp.device)
     if prep.logp.numel() == 0:  # an empty batch (B = 0 or T = 0): nothing to learn from
         loss = (prep.logp.sum() * 0).to(prep.logp.dtype)

@@ -17,7 +17,7 @@ from .advantages import adaptive_alpha, group_advantages
 from .loss import hysteresis_setting
 from .normalisers import global_normalisers
 from .objectives import get_objective
-from .objectives.registry import ADVANTAGE_SCALES
+from .objectives.registry import ADVANTAGE_SCALES, ObjectiveSpec
 
 Tensor = torch.Tensor
 
@@ -35,16 +35,36 @@ class RolloutBatch:
             host with several mini-batches computes them per mini-batch with
             :func:`mhpo.global_normalisers`.
         advantage_scale: the scale the advantages were computed with.
+        mask: (B, T) the masks the normalisers were counted from (for :meth:`minibatch`).
+        max_length: the completion token budget given, if any.
     """
 
     advantages: Tensor
     hysteresis: Tensor | None
     normalisers: dict[str, float]
     advantage_scale: str
+    mask: Tensor | None = None
+    max_length: int | None = None
 
     def loss_options(self) -> dict[str, Any]:
         """Keywords for every micro-batch's policy_loss: the batch's α and normalisers."""
         return {"hysteresis": self.hysteresis, **self.normalisers}
+
+    def minibatch(self, rows: Tensor) -> RolloutBatch:
+        """The part of this batch that one optimizer step learns from: its rows' advantages
+        and normalisers, with the whole batch's α (A-HPO defines α over the rollout batch).
+
+        >>> import torch, mhpo
+        >>> batch = mhpo.prepare_rollout("a_hpo", torch.tensor([1.0, 0, 0, 0]), torch.ones(4, 3), group_size=4)
+        >>> part = batch.minibatch(torch.tensor([0, 1]))
+        >>> part.advantages, part.hysteresis, part.normalisers["num_tokens"]
+        (tensor([ 1.5000, -0.5000]), tensor(0.3333), 6.0)
+        """
+        if self.mask is None:
+            raise ValueError("this RolloutBatch was built without its mask; build it with mhpo.prepare_rollout.")
+        mask = self.mask[rows]
+        normalisers = global_normalisers(mask, max_length=self.max_length, all_reduce=False)
+        return dataclasses.replace(self, advantages=self.advantages[rows], normalisers=normalisers, mask=mask)
 
     def folded_advantages(self) -> Tensor:
         """(B,) advantages with α multiplied into the negative ones, for a host whose loss
@@ -58,7 +78,7 @@ class RolloutBatch:
 
 
 def prepare_rollout(
-    name: str,
+    name: str | ObjectiveSpec,
     rewards: Tensor,
     mask: Tensor,
     *,
@@ -102,4 +122,4 @@ def prepare_rollout(
     else:
         alpha = torch.tensor(setting, dtype=torch.float64, device=advantages.device)  # exactly the α asked for
     normalisers = global_normalisers(mask, max_length=max_length, all_reduce=False)
-    return RolloutBatch(advantages, alpha, normalisers, scale)
+    return RolloutBatch(advantages, alpha, normalisers, scale, mask, max_length)

@@ -7,6 +7,7 @@ import pathlib
 
 import torch
 
+from .files import atomic_path
 from .loss import gradient_weight
 from .objectives import get_objective, list_objectives
 
@@ -109,8 +110,7 @@ def plot_weights(path: pathlib.Path, names: list[str] | None = None, r_min: floa
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path) as tmp:  # a reader never sees a half-written PNG
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)  # atomic: a reader never sees a half-written PNG
     return path

@@ -197,8 +197,12 @@ def register_objective(
     return decorator
 
 
-def get_objective(name: str) -> ObjectiveSpec:
-    """Return the spec registered under ``name``; the error lists every valid name."""
+def get_objective(name: str | ObjectiveSpec) -> ObjectiveSpec:
+    """Return the spec registered under ``name``; the error lists every valid name. A spec
+    given in place of a name is returned as it is, so that a caller that calls the library
+    many times per step (a trainer's micro-batches) resolves the name once."""
+    if isinstance(name, ObjectiveSpec):
+        return name
     try:
         return OBJECTIVES[name]
     except (KeyError, TypeError):

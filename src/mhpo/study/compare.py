@@ -17,9 +17,12 @@ import mhpo
 from ..train.config import TrainConfig
 from ..train.models import load_policy
 from ..train.runlog import atomic_write_text
-from ..train.trainer import Trainer, build_task, model_config, warmstart_config
+from ..train.build import build_task, model_config, warmstart_config
+from ..train.rundir import saved_config
+from ..train.trainer import Trainer
 from ..train.warmstart import warm_start
-from .report import VARIANT_OPTIONS, build_report
+from .report import build_report
+from .runs import VARIANT_OPTIONS
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -78,16 +81,17 @@ def check_existing_runs(configs: list[TrainConfig]) -> None:
     """Refuse, before any work, to continue runs that were made with other options: a study
     rerun with another task or learning rate must not silently reuse the old runs. More steps
     than a run has are allowed (it is extended); fewer are not (it would be reported as is)."""
-    import yaml
-
     from ..train.config import RESUMABLE
 
     problems = []
     for cfg in configs:
-        saved_path = pathlib.Path(cfg.output_dir) / "config.yaml"
-        if not saved_path.exists():
+        try:
+            saved = saved_config(cfg.output_dir)
+        except ValueError as error:
+            problems.append(f"{cfg.output_dir}: {error}")
             continue
-        saved = yaml.safe_load(saved_path.read_text())
+        if saved is None:
+            continue
         changes = cfg.changes_from(saved)
         if int(saved.get("steps", 0)) > cfg.steps:
             changes.append(f"steps: saved {saved['steps']}, now {cfg.steps} (a run is extended, never cut)")

@@ -9,7 +9,9 @@ import pathlib
 import re
 import statistics
 
-from .report import Run, format_ci, order_labels, summarise
+from ..files import atomic_path
+from .runs import Run
+from .summary import format_ci, order_labels, summarise
 
 
 def option_value(run: Run, option: str) -> float:
@@ -99,8 +101,7 @@ def plot_sweep(grid: dict, out: str | pathlib.Path, option: str = "lr", order: l
     fig.suptitle("mean over seeds", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.8, 1))
     path = pathlib.Path(out)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path

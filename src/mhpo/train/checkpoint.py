@@ -4,8 +4,6 @@ half-written file that would be loaded."""
 
 from __future__ import annotations
 
-import errno
-import os
 import pathlib
 import pickle
 import re
@@ -15,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .runlog import disk_full
+from ..files import atomic_path, disk_full
 
 _NAME = re.compile(r"^step-(\d{6,})\.pt$")
 _TEMPORARY = ".step-*.pt.tmp-*"
@@ -52,28 +50,8 @@ def save_checkpoint(directory: str | pathlib.Path, step: int, state: dict[str, A
     free = shutil.disk_usage(directory).free
     if free < need:
         raise ValueError(disk_full(directory, need))
-    tmp = directory / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ValueError(disk_full(directory, need)) from None
-        raise
-    except RuntimeError as error:  # how torch.save reports a failed write of its zip stream
-        tmp.unlink(missing_ok=True)
-        if "writ" in str(error).lower() or "unexpected pos" in str(error):
-            raise ValueError(disk_full(directory, need)) from None
-        raise
-    os.replace(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path, need=need) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     written = [p for p in list_checkpoints(directory) if _step(p) <= step]
     for old in written[:-keep]:
         old.unlink(missing_ok=True)

@@ -9,9 +9,10 @@ import os
 import pathlib
 import shutil
 
-import yaml
 
-from .checkpoint import load_latest
+from ..files import atomic_path
+from .build import lora_settings, model_config
+from .rundir import latest_state, run_config
 from .config import TrainConfig
 from .models import SMOLLM2, SMOLLM2_HUB_ID, load_policy, save_smollm2_hf_model
 from .tokenizer import CharTokenizer
@@ -67,27 +68,20 @@ def export_run(run: str | pathlib.Path, out: str | pathlib.Path, *, adapter_only
     ``out`` is refused (nothing is overwritten). An adapter names ``base_model`` (default:
     :func:`base_model_name`) as the model it goes on."""
     run, out = pathlib.Path(run), pathlib.Path(out)
-    if not (run / "config.yaml").is_file():
-        raise ValueError(f"{run} has no config.yaml; pass a run directory written by mhpo train.")
+    cfg = run_config(run)
     _check_out(out)
-    cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if adapter_only and not cfg.lora_rank:
         raise ValueError(f"{run} was trained without LoRA, so it has no adapter to export; drop --adapter-only.")
     if base_model is not None and not adapter_only:
         raise ValueError("--base-model names the base of an adapter; add --adapter-only, or drop --base-model.")
-    state = load_latest(run / "checkpoints", log=log)
-    if state is None:
-        raise ValueError(f"no checkpoint in {run / 'checkpoints'}; a run writes one at its end and every --checkpoint-every steps.")
-    from .trainer import lora_settings, model_config  # the trainer's own mapping of options to a model
+    state = latest_state(run, log=log)
 
     policy = load_policy(model_config(dataclasses.replace(cfg, device="cpu", dtype="float32")))
     if cfg.lora_rank:
         policy.add_lora(lora_settings(cfg), seed=cfg.seed)
     policy.model.load_state_dict(state["model"])
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # this process's own leftover, never the user's directory
-    try:
+    with atomic_path(out) as tmp:  # renamed over an empty ``out``
         if adapter_only:
             for settings in policy.peft.peft_config.values():
                 settings.base_model_name_or_path = base_model or base_model_name(cfg)
@@ -97,12 +91,6 @@ def export_run(run: str | pathlib.Path, out: str | pathlib.Path, *, adapter_only
             model.save_pretrained(tmp)
         tokenizer = policy.tokenizer
         (tokenizer.to_hf() if isinstance(tokenizer, CharTokenizer) else tokenizer.tok).save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     what = "LoRA adapter" if adapter_only else "model" + (" (LoRA merged)" if cfg.lora_rank else "")
     log(f"export: {what} of {run} at step {state['step']} written to {out}")
     return out

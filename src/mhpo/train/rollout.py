@@ -9,6 +9,7 @@ import time
 import torch
 
 from .models import Policy
+from .timing import wall_time
 
 Tensor = torch.Tensor
 
@@ -110,14 +111,6 @@ def _sample(logits: Tensor, temperature: float, top_p: float, generator: torch.G
     return token.clamp_(max=probs.shape[-1] - 1)
 
 
-def wall_time(device: torch.device) -> float:
-    """``time.perf_counter()`` once the device has finished its queued work (CUDA runs
-    asynchronously, so a timer read before that would miss it)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _elapsed(start: float, device: torch.device) -> float:
     return wall_time(device) - start
 
@@ -137,64 +130,75 @@ def generate(
     Each distinct prompt is run through the model once, and its keys and values are shared by
     every row that repeats it (the G completions of a group). Rows that have produced EOS
     leave the batch, so decoding computes only the rows still running."""
-    tok = policy.tokenizer
-    device = policy.device
+    tok, device = policy.tokenizer, policy.device
     ids, mask = left_pad(prompts, tok.pad_id, device)
-    batch, width = ids.shape
     position = (mask.cumsum(-1) - 1).clamp(min=0)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    new_tokens = torch.full((batch, max_new_tokens), tok.pad_id, dtype=torch.long, device=device)
-    completion_mask = torch.zeros((batch, max_new_tokens), dtype=torch.long, device=device)
     model = policy.model
     was_training = model.training
     model.eval()
     start = time.perf_counter()  # the prefill's time includes folding LoRA adapters into the weights
-    with policy.sampling() as forward:
-        first: dict[tuple[int, ...], int] = {}
-        owner, distinct = [], []  # each row's distinct prompt, and the first row of each
-        for row, prompt in enumerate(prompts):
-            owner.append(first.setdefault(tuple(prompt), len(first)))
-            if owner[-1] == len(distinct):
-                distinct.append(row)
-        rows = torch.tensor(distinct, dtype=torch.long, device=device)
-        with policy.autocast():
-            out = forward(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position[rows], use_cache=True,
-                          logits_to_keep=1)  # fmt: skip
-        cache = out.past_key_values
-        inverse = torch.tensor(owner, dtype=torch.long, device=device)
-        if len(first) < batch:
-            cache.batch_select_indices(inverse)
-        logits = out.logits[inverse, -1]
-        prefill_s = _elapsed(start, device)
-        active = torch.arange(batch, device=device)  # the rows still decoding, in the cache's row order
-        full_mask = mask
-        for t in range(max_new_tokens):
-            token = _sample(logits, temperature, top_p, generator)
-            new_tokens[active, t] = token
-            completion_mask[active, t] = 1
-            done = token == tok.eos_id
-            finished[active[done]] = True
-            running = ~done
-            if t == max_new_tokens - 1 or not bool(running.any()):
-                break
-            if not bool(running.all()):  # drop finished rows from the batch and from the cache
-                keep = running.nonzero().squeeze(-1)
-                active, token, full_mask = active[keep], token[keep], full_mask[keep]
-                cache.batch_select_indices(keep)
-            full_mask = torch.cat([full_mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=1)
-            with policy.autocast():
-                out = forward(input_ids=token[:, None], attention_mask=full_mask,
-                              position_ids=position[active, -1:] + t + 1, past_key_values=cache, use_cache=True,
-                              logits_to_keep=1)  # fmt: skip
-            logits = out.logits[:, -1]
-    model.train(was_training)
-
-    completions, texts = [], []
-    new_tokens, completion_mask = new_tokens.cpu(), completion_mask.cpu()  # waits for the device
+    try:
+        with policy.sampling() as forward:
+            cache, logits = _prefill(policy, forward, prompts, ids, mask, position)
+            prefill_s = _elapsed(start, device)
+            tokens, counted, finished = _decode(policy, forward, cache, logits, mask, position, max_new_tokens,
+                                                temperature, top_p, generator)  # fmt: skip
+    finally:
+        model.train(was_training)
+    tokens, counted = tokens.cpu(), counted.cpu()  # waits for the device
     decode_s = _elapsed(start, device) - prefill_s
-    for row in range(batch):
-        counted = new_tokens[row][completion_mask[row].bool()].tolist()
-        completions.append(counted)
-        texts.append(tok.decode([i for i in counted if i != tok.eos_id]))
+    completions = [tokens[row][counted[row].bool()].tolist() for row in range(len(prompts))]
+    texts = [tok.decode([i for i in completion if i != tok.eos_id]) for completion in completions]
     return Rollout(prompts=[list(p) for p in prompts], completions=completions, texts=texts,
                    truncated=(~finished).cpu().tolist(), prefill_s=prefill_s, decode_s=decode_s)  # fmt: skip
+
+
+def _prefill(policy: Policy, forward, prompts: list[list[int]], ids: Tensor, mask: Tensor, position: Tensor):
+    """The KV cache of every row and the logits of its first completion token, computing each
+    distinct prompt once."""
+    first: dict[tuple[int, ...], int] = {}
+    owner, distinct = [], []  # each row's distinct prompt, and the first row of each
+    for row, prompt in enumerate(prompts):
+        owner.append(first.setdefault(tuple(prompt), len(first)))
+        if owner[-1] == len(distinct):
+            distinct.append(row)
+    rows = torch.tensor(distinct, dtype=torch.long, device=ids.device)
+    with policy.autocast():
+        out = forward(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position[rows], use_cache=True,
+                      logits_to_keep=1)  # fmt: skip
+    cache = out.past_key_values
+    inverse = torch.tensor(owner, dtype=torch.long, device=ids.device)
+    if len(first) < len(prompts):
+        cache.batch_select_indices(inverse)
+    return cache, out.logits[inverse, -1]
+
+
+def _decode(policy: Policy, forward, cache, logits: Tensor, mask: Tensor, position: Tensor, max_new_tokens: int,
+            temperature: float, top_p: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Token by token until every row has produced EOS or the budget is spent. Returns the
+    (B, max_new_tokens) tokens and counted-token mask, and the (B,) rows that produced EOS."""
+    batch, device, eos = mask.shape[0], mask.device, policy.tokenizer.eos_id
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens = torch.full((batch, max_new_tokens), policy.tokenizer.pad_id, dtype=torch.long, device=device)
+    counted = torch.zeros((batch, max_new_tokens), dtype=torch.long, device=device)
+    active = torch.arange(batch, device=device)  # the rows still decoding, in the cache's row order
+    full_mask = mask
+    for t in range(max_new_tokens):
+        token = _sample(logits, temperature, top_p, generator)
+        tokens[active, t] = token
+        counted[active, t] = 1
+        done = token == eos
+        finished[active[done]] = True
+        running = ~done
+        if t == max_new_tokens - 1 or not bool(running.any()):
+            break
+        if not bool(running.all()):  # drop finished rows from the batch and from the cache
+            keep = running.nonzero().squeeze(-1)
+            active, token, full_mask = active[keep], token[keep], full_mask[keep]
+            cache.batch_select_indices(keep)
+        full_mask = torch.cat([full_mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=1)
+        with policy.autocast():
+            out = forward(input_ids=token[:, None], attention_mask=full_mask, position_ids=position[active, -1:] + t + 1,
+                          past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        logits = out.logits[:, -1]
+    return tokens, counted, finished

@@ -10,6 +10,8 @@ import os
 import pathlib
 from typing import Any
 
+from ..files import atomic_write_text, disk_full
+
 
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -63,35 +65,6 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def disk_full(directory: str | pathlib.Path, need: int | None = None) -> str:
-    """The one message for a write that the disk has no room for, whatever was being written."""
-    import shutil
-
-    MiB = 2**20
-    free = shutil.disk_usage(directory).free
-    needs = f"it needs about {max(need, MiB) / MiB:.0f} MiB and " if need is not None else ""
-    return (f"not enough disk space in {directory}: {needs}{free / MiB:.0f} MiB are free. Free some space, then "
-            "rerun with --resume (the previous checkpoint is intact).")  # fmt: skip
-
-
-def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file, synced, then renamed); a full disk
-    leaves no temporary and is the message of :func:`disk_full`."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ValueError(disk_full(path.parent, len(text.encode()))) from None
-        raise
-    os.replace(tmp, path)
 
 
 def _scalars(record: dict[str, Any]) -> dict[str, float]:

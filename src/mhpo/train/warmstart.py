@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from ..files import atomic_path
 from .checkpoint import load_state
 from .models import Policy
 from .rollout import pack
@@ -88,8 +89,7 @@ def warm_start(policy: Policy, task, config: WarmStartConfig, directory: str = "
         if (step + 1) % max(1, config.steps // 5) == 0:
             log(f"warm start: step {step + 1}/{config.steps}, demonstration NLL {loss.item():.3f}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(policy.model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(policy.model.state_dict(), tmp)
     log(f"warm start: trained in {time.perf_counter() - start:.0f}s, cached at {path}")
     return path

@@ -1,7 +1,7 @@
 # The two commands of the README: `make run` (the main job) and `make test`.
 # Both create or reuse .venv through scripts/bootstrap.sh.
 
-.PHONY: run test bench studies env
+.PHONY: run test bench studies env gpu-check
 
 env:
 	@bash scripts/bootstrap.sh
@@ -18,6 +18,10 @@ bench: env
 	.venv/bin/python benchmarks/logprobs.py
 	.venv/bin/python benchmarks/trainer_speed.py
 	.venv/bin/python benchmarks/trainer_vs_trl.py
+
+# On a CUDA machine: the trainer, the TRL plug-in and the objectives on the GPU (skipped without one).
+gpu-check: env
+	.venv/bin/python benchmarks/gpu_check.py
 
 # The evidence in docs/results.md: a few hours on 2 cores, resumable (rerun to continue).
 studies: env

@@ -1,6 +1,7 @@
 """Policies: a local Hugging Face model directory, SmolLM2 from its package, and log-prob
 consistency between the chunked path and the model's own logits."""
 
+import contextlib
 import importlib.util
 
 import pytest
@@ -161,3 +162,41 @@ def test_sampling_draws_from_the_tempered_top_p_distribution():
         assert not freq[~keep].any()
         se = (expected * (1 - expected) / draws).sqrt()
         assert ((freq - expected).abs() <= 5 * se + 1e-12).all(), (temperature, top_p, freq, expected)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_bfloat16_sampling_with_weights_cast_once_decodes_as_autocast_at_every_call(lora, monkeypatch):
+    """In bfloat16 the sampler casts each linear weight once per rollout instead of autocast
+    casting it at every decode step: the logits, so the greedy and the sampled tokens, are
+    the same bit for bit (tied output weights included: the embedding lookup stays float32)."""
+    from mhpo.train.models import LoraSettings, Policy
+
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dtype="bfloat16"))
+    assert policy.model.config.tie_word_embeddings
+    if lora:
+        policy.add_lora(LoraSettings(4, 8.0, 0.0, "q_proj,v_proj,down_proj"), seed=0)
+        with torch.no_grad():  # adapters off zero, so that folding them matters
+            for name, parameter in policy.model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.1)
+    prompts = [[1, 5, 6, 7]] * 3 + [[1, 20]] * 2 + [[1, 9, 9, 9, 9, 9]]
+
+    def both():
+        return [(generate(policy, prompts, max_new_tokens=12, temperature=0.0).completions,
+                 generate(policy, prompts, max_new_tokens=12, temperature=1.0,
+                          generator=torch.Generator().manual_seed(3)).completions)]  # fmt: skip
+
+    cast_once = both()
+
+    @contextlib.contextmanager
+    def cast_at_every_call(self):  # the sampler before: float32 weights (LoRA folded), autocast casts them
+        if self.peft is None:
+            yield self.model
+            return
+        folded = self._lora_folded()
+        with self.peft.disable_adapter():
+            yield lambda **kwargs: torch.func.functional_call(self.model, folded, args=(), kwargs=kwargs)
+
+    monkeypatch.setattr(Policy, "sampling", cast_at_every_call)
+    assert cast_once == both()

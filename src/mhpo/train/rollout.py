@@ -163,9 +163,14 @@ def _prefill(policy: Policy, forward, prompts: list[list[int]], ids: Tensor, mas
         if owner[-1] == len(distinct):
             distinct.append(row)
     rows = torch.tensor(distinct, dtype=torch.long, device=ids.device)
+    cache = None
+    if policy.config.dtype == "bfloat16":
+        from .kvcache import LowPrecisionCache
+
+        cache = LowPrecisionCache(torch.bfloat16, config=policy.model.config)
     with policy.autocast():
         out = forward(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position[rows], use_cache=True,
-                      logits_to_keep=1)  # fmt: skip
+                      past_key_values=cache, logits_to_keep=1)  # fmt: skip
     cache = out.past_key_values
     inverse = torch.tensor(owner, dtype=torch.long, device=ids.device)
     if len(first) < len(prompts):

@@ -45,3 +45,24 @@ def test_float32_inputs_give_float32_logprobs():
     logp, _ = token_logprobs(h.detach().float(), w.detach().float(), t)
     assert logp.dtype == torch.float32
     torch.testing.assert_close(logp.double(), plain_token_logprobs(h, w, t).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_inputs_run_the_matmuls_in_bfloat16_and_the_log_softmax_in_float32():
+    """The output layer in bfloat16: logits of bfloat16 operands, log-softmax in float32. The
+    values are exactly the float64 log-softmax of those logits rounded to float32's precision;
+    the gradients agree with float64 to the rounding of bfloat16 matmuls (about 2^-8)."""
+    h, w, t = inputs(rows=40, hidden=16, vocab=50)
+    hb, wb = h.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
+    upstream = torch.randn(40, dtype=F64, generator=torch.Generator().manual_seed(1))
+    logp, entropy = token_logprobs(hb, wb, t, chunk=7, with_entropy=True)
+    assert logp.dtype == entropy.dtype == torch.float32
+    logits = (hb @ wb.T).double()  # the bfloat16 product as the forward computes it
+    torch.testing.assert_close(logp.double(), torch.log_softmax(logits, -1).gather(-1, t[:, None]).squeeze(-1),
+                               rtol=0, atol=1e-5)  # fmt: skip
+    grads = torch.autograd.grad((logp.double() * upstream).sum(), (hb, wb))
+    hd, wd = hb.detach().double().requires_grad_(), wb.detach().double().requires_grad_()
+    exact = torch.autograd.grad((plain_token_logprobs(hd, wd, t) * upstream).sum(), (hd, wd))
+    for got, want in zip(grads, exact):
+        assert got.dtype == torch.bfloat16
+        scale = want.abs().max()
+        assert (got.double() - want).abs().max() <= 2**-7 * scale

@@ -62,7 +62,9 @@ class _LinearLogProb(torch.autograd.Function):
             grad_logits = grad_logits.to(hidden.dtype)
             if need_hidden:
                 torch.mm(grad_logits, weight, out=grad_hidden[start:end])
-            if need_weight:
+            if need_weight and hidden.dtype in (torch.bfloat16, torch.float16):
+                grad_weight.add_(grad_logits.T @ h)  # a low-precision matmul, summed over chunks in float32
+            elif need_weight:
                 grad_weight.addmm_(grad_logits.T.to(acc), h.to(acc))
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
@@ -84,7 +86,8 @@ def token_logprobs(
     with_entropy: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probabilities of ``targets`` under ``softmax(hidden @ weight.T)``, in float32
-    (float64 for float64 inputs).
+    (float64 for float64 inputs). With bfloat16 (or float16) inputs the matmuls run in that
+    dtype and the log-softmax, the entropy and the weight gradient's sum over chunks in float32.
 
     Args:
         hidden: (..., H) final hidden states (the inputs of the LM head).

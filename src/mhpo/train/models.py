@@ -264,6 +264,8 @@ class Policy(torch.nn.Module):
             hidden = completion_hidden(model, sequences, attention_mask, prompt_width, share_prompts)
         targets = sequences[:, prompt_width:]  # (B, C)
         weight = model.get_output_embeddings().weight
+        if self.config.dtype == "bfloat16":  # the output layer's matmuls too; its log-softmax stays float32
+            weight = weight.to(torch.bfloat16)
         if differentiable_entropy:
             log_probs = torch.log_softmax((hidden.to(weight.dtype) @ weight.T).float(), -1)  # (B, C, V)
             entropy = -(log_probs.exp() * log_probs).sum(-1)

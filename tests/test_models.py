@@ -200,3 +200,54 @@ def test_bfloat16_sampling_with_weights_cast_once_decodes_as_autocast_at_every_c
 
     monkeypatch.setattr(Policy, "sampling", cast_at_every_call)
     assert cast_once == both()
+
+
+@pytest.mark.parametrize("share_prompts", [False, True])
+def test_length_bucketed_trimmed_micro_batches_give_the_gradient_of_row_order_at_full_width(share_prompts, monkeypatch):
+    """The update's micro-batches are bucketed by completion length and cut to their own
+    longest prompt and completion: in float64 the accumulated gradient, loss and metrics equal
+    those of micro-batches in row order at the batch's full width (as before bucketing). Three
+    groups of G = 4 with prompts and completions of different lengths, micro-batches of 5
+    (so that a group is split across two). (RMSNorm computes in float32 even in a float64
+    model, so agreement is to float32 rounding, relative to the gradient's size.)"""
+    import mhpo
+    from mhpo.train import update as update_module
+    from mhpo.train.config import TrainConfig
+    from mhpo.train.prepare import Batch
+    from mhpo.train.timing import Timer
+
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128))
+    policy.model.to(torch.float64)
+    prompts = [[1, 5, 6, 7]] * 4 + [[1, 9]] * 4 + [[1, 4, 4, 4, 4, 4, 4]] * 4
+    completions = [[10, 11], [12], [13, 14, 15, 16, 17, 18], [19, 20, 21], [22], [23, 24], [25], [26, 27],
+                   [30, 31, 32, 33], [34], [35, 36, 37, 38, 39, 40, 41, 42], [43, 44, 45]]  # fmt: skip
+    sequences, attention, width, mask = pack(prompts, completions, 0)
+    rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0])
+    with torch.no_grad():
+        logp, _ = policy.completion_logprobs(sequences, attention, width)
+    old_logp = logp + 0.3 * torch.randn(logp.shape, dtype=logp.dtype) * mask  # ratios away from 1: clipping acts
+    recipe = mhpo.prepare_rollout("mhpo", rewards, mask, group_size=4)
+    batch = Batch(sequences, attention, width, mask, rewards, recipe, old_logp=old_logp)
+    cfg = TrainConfig(objective="mhpo", batch_size=12, group_size=4, micro_batch_size=5, share_prompts=share_prompts)
+
+    def gradient():
+        policy.model.zero_grad(set_to_none=True)
+        loss, tokens, parts = update_module.accumulate(batch, torch.arange(12), policy, mhpo.get_objective("mhpo"), cfg,
+                                                       Timer(torch.device("cpu")))  # fmt: skip
+        return loss, tokens, update_module.merge_metrics(parts), [p.grad.clone() for p in policy.model.parameters()]
+
+    bucketed = gradient()
+    sizes = [len(m) for m in update_module.micro_batches(batch, torch.arange(12), cfg)]
+    widths = [update_module.trimmed(batch, m)[0].shape[1] for m in update_module.micro_batches(batch, torch.arange(12), cfg)]
+    assert sizes == [5, 5, 2] and min(widths) < max(widths) <= sequences.shape[1]  # some micro-batches are cut
+    monkeypatch.setattr(update_module, "micro_batches", lambda batch, rows, cfg: list(rows.split(cfg.micro_batch_size)))
+    monkeypatch.setattr(update_module, "trimmed", lambda batch, micro: (batch.sequences[micro], batch.attention[micro],
+                                                                        batch.width, slice(None)))  # fmt: skip
+    plain = gradient()
+    assert bucketed[0] == pytest.approx(plain[0], rel=1e-6) and bucketed[1] == plain[1]
+    assert bucketed[2].keys() == plain[2].keys()
+    for key in plain[2]:
+        assert bucketed[2][key] == pytest.approx(plain[2][key], rel=1e-6, abs=1e-9), key
+    for got, want in zip(bucketed[3], plain[3]):
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * float(want.abs().max()) + 1e-12)

@@ -4,7 +4,6 @@ trackers. Everything runs on CPU; the CUDA test is skipped where there is no GPU
 
 import json
 import math
-import pathlib
 
 import pytest
 import torch

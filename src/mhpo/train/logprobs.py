@@ -31,13 +31,17 @@ class _LinearLogProb(torch.autograd.Function):
             logits = (hidden[start:end] @ weight.T).to(acc)  # (chunk, V)
             chosen = logits.gather(-1, targets[start:end, None]).squeeze(-1)
             peak = logits.amax(-1)
-            scaled = logits.sub_(peak[:, None]).exp_()  # e = exp(x − max), in place
+            shifted = logits.sub_(peak[:, None])  # x − max, in place
+            # e = exp(x − max): in place, unless the entropy needs the shifted logits beside it
+            scaled = shifted.exp() if entropy is not None else shifted.exp_()
             total = scaled.sum(-1)
             lse[start:end] = peak + total.log()
             logp[start:end] = chosen - lse[start:end]
             if entropy is not None:
-                # H = −Σ p log p with p = e/s:  H = log s − Σ e·log e / s  (xlogy: 0·log 0 = 0)
-                entropy[start:end] = total.log() - torch.special.xlogy(scaled, scaled).sum(-1) / total
+                # H = −Σ p log p with p = e/s and log p = (x − max) − log s:  H = log s − Σ e·(x − max) / s,
+                # a row-wise dot product of what the forward has (no logarithm per vocabulary entry)
+                dot = torch.bmm(scaled.unsqueeze(1), shifted.unsqueeze(2)).view(-1)
+                entropy[start:end] = total.log() - dot / total
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk = chunk
         if entropy is None:

@@ -79,6 +79,36 @@ def minibatches(batch: Batch, cfg: TrainConfig, generator: torch.Generator) -> I
             yield minibatch.sort().values if cfg.share_prompts else minibatch
 
 
+def micro_batches(batch: Batch, rows: Tensor, cfg: TrainConfig) -> list[Tensor]:
+    """A mini-batch's rows in micro-batches of at most ``micro_batch_size``, bucketed by length:
+    rows sorted by completion length (with ``share_prompts``, whole groups of rows that share a
+    prompt, by their longest completion), so that each micro-batch, cut to its own longest
+    completion (:func:`trimmed`), computes little padding. The loss of every micro-batch uses
+    the mini-batch's normalisers, so the accumulated gradient is the same sum in another order."""
+    lengths = batch.attention[rows, batch.width :].sum(-1)  # completions are right-padded
+    if cfg.share_prompts:  # a group's rows are side by side (see minibatches): keep them so
+        group = rows // cfg.group_size
+        longest = torch.zeros(int(group.max()) + 1, dtype=lengths.dtype, device=lengths.device)
+        longest = longest.scatter_reduce(0, group, lengths, "amax")
+        key = longest[group] * (int(group.max()) + 1) + group  # by the group's longest, then by group
+    else:
+        key = lengths
+    order = torch.sort(key, stable=True).indices
+    return list(rows[order].split(cfg.micro_batch_size))
+
+
+def trimmed(batch: Batch, micro: Tensor) -> tuple[Tensor, Tensor, int, slice]:
+    """The micro-batch's sequences and attention without the columns that are padding in every
+    one of its rows (left of the longest prompt, right of the longest completion), its prompt
+    width, and the completion columns kept. Causal attention never reads a right-hand column,
+    and a masked left-hand one gets weight exactly 0: the same function of the weights."""
+    attention = batch.attention[micro]
+    completion = max(int(attention[:, batch.width :].sum(-1).max()), 1)
+    lead = int((attention[:, : batch.width] == 0).long().cumprod(-1).sum(-1).min())
+    columns = slice(lead, batch.width + completion)
+    return batch.sequences[micro, columns], attention[:, columns], batch.width - lead, slice(0, completion)
+
+
 def accumulate(batch: Batch, rows: Tensor, policy: Policy, spec: ObjectiveSpec, cfg: TrainConfig,
                timer: Timer) -> tuple[float, int, list[tuple[float, dict[str, Tensor]]]]:  # fmt: skip
     """The gradient of one mini-batch, accumulated over its micro-batches; returns its loss,
@@ -92,17 +122,18 @@ def accumulate(batch: Batch, rows: Tensor, policy: Policy, spec: ObjectiveSpec, 
         return 0.0, 0, []
     options = batch.recipe.minibatch(rows).loss_options()  # the batch's α, this mini-batch's normalisers
     loss, tokens, parts = 0.0, 0, []
-    for micro in rows.split(cfg.micro_batch_size):
-        mask = batch.mask[micro]
+    for micro in micro_batches(batch, rows, cfg):
+        sequences, attention, width, kept = trimmed(batch, micro)
+        mask = batch.mask[micro, kept]
         with timer("forward"):
             logp, entropy = policy.completion_logprobs(
-                batch.sequences[micro], batch.attention[micro], batch.width,
+                sequences, attention, width,
                 with_entropy=True, differentiable_entropy=cfg.entropy_coef != 0, share_prompts=cfg.share_prompts,
             )  # fmt: skip
             out = mhpo.policy_loss(
-                spec, logp, batch.old_logp[micro] if batch.old_logp is not None else logp.detach(),
+                spec, logp, batch.old_logp[micro, kept] if batch.old_logp is not None else logp.detach(),
                 batch.advantages[micro], mask, aggregation=cfg.aggregation,
-                ref_logp=batch.ref_logp[micro] if batch.ref_logp is not None else None,
+                ref_logp=batch.ref_logp[micro, kept] if batch.ref_logp is not None else None,
                 beta=cfg.beta, kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef,
                 **options, **cfg.hp,
             )  # fmt: skip

@@ -23,6 +23,7 @@ from mhpo.train.trainer import Trainer
 
 def measure(cfg: TrainConfig, steps: int) -> dict[str, float]:
     trainer = Trainer(cfg, log=lambda *a: None)
+    trainer.skip_idle_updates = False  # time every update, also one whose advantages are all 0
     trainer.train_step()  # warm-up: first-call allocations
     records = [trainer.train_step() for _ in range(steps)]
     med = lambda key: statistics.median(r[key] for r in records)  # noqa: E731

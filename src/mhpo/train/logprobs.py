@@ -16,7 +16,9 @@ Tensor = torch.Tensor
 class _LinearLogProb(torch.autograd.Function):
     """log softmax(hidden @ weight.T)[targets], chunked over rows, with recomputation.
 
-    Each loop iteration holds one (chunk, V) buffer and rewrites it in place.
+    The (chunk, V) buffers are allocated once per call and reused by every chunk: a fresh
+    buffer of that size is a fresh mapping of memory on most allocators, and filling it page by
+    page cost more than the arithmetic done in it.
     """
 
     @staticmethod
@@ -26,14 +28,16 @@ class _LinearLogProb(torch.autograd.Function):
         logp = torch.empty(rows, dtype=acc, device=hidden.device)
         lse = torch.empty_like(logp)
         entropy = torch.empty_like(logp) if with_entropy else None
+        buffers = _Buffers(min(chunk, rows), weight.shape[0], hidden.dtype, acc, hidden.device)
+        exp_buffer = buffers.extra() if with_entropy else None
         for start in range(0, rows, chunk):
             end = min(start + chunk, rows)
-            logits = (hidden[start:end] @ weight.T).to(acc)  # (chunk, V)
+            logits = buffers.logits(hidden[start:end], weight)  # (chunk, V) in acc
             chosen = logits.gather(-1, targets[start:end, None]).squeeze(-1)
             peak = logits.amax(-1)
             shifted = logits.sub_(peak[:, None])  # x − max, in place
             # e = exp(x − max): in place, unless the entropy needs the shifted logits beside it
-            scaled = shifted.exp() if entropy is not None else shifted.exp_()
+            scaled = torch.exp(shifted, out=exp_buffer[: end - start]) if entropy is not None else shifted.exp_()
             total = scaled.sum(-1)
             lse[start:end] = peak + total.log()
             logp[start:end] = chosen - lse[start:end]
@@ -56,14 +60,15 @@ class _LinearLogProb(torch.autograd.Function):
         acc = lse.dtype
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_weight else None
+        buffers = _Buffers(min(ctx.chunk, hidden.shape[0]), weight.shape[0], hidden.dtype, acc, hidden.device)
         for start in range(0, hidden.shape[0], ctx.chunk):
             end = min(start + ctx.chunk, hidden.shape[0])
             h = hidden[start:end]
             g = grad_logp[start:end].to(acc)
             # ∂ logp / ∂ logits = onehot(target) − softmax(logits), built in one buffer
-            grad_logits = (h @ weight.T).to(acc).sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
+            grad_logits = buffers.logits(h, weight).sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
             grad_logits.scatter_add_(-1, targets[start:end, None], g[:, None])
-            grad_logits = grad_logits.to(hidden.dtype)
+            grad_logits = buffers.low(grad_logits)
             if need_hidden:
                 torch.mm(grad_logits, weight, out=grad_hidden[start:end])
             if need_weight and hidden.dtype in (torch.bfloat16, torch.float16):
@@ -73,6 +78,30 @@ class _LinearLogProb(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None
+
+
+class _Buffers:
+    """One call's reusable (chunk, V) buffers: the logits in the accumulation dtype and, for
+    low-precision inputs, the matmul's own output beside them."""
+
+    def __init__(self, rows: int, vocab: int, dtype: torch.dtype, acc: torch.dtype, device) -> None:
+        self.shape, self.acc, self.device = (rows, vocab), acc, device
+        self.wide = torch.empty(self.shape, dtype=acc, device=device)
+        self.narrow = torch.empty(self.shape, dtype=dtype, device=device) if dtype != acc else None
+
+    def extra(self) -> Tensor:
+        return torch.empty(self.shape, dtype=self.acc, device=self.device)
+
+    def logits(self, hidden: Tensor, weight: Tensor) -> Tensor:
+        """hidden @ weight.T in the accumulation dtype (the matmul in the inputs' dtype)."""
+        rows = hidden.shape[0]
+        if self.narrow is None:
+            return torch.mm(hidden, weight.T, out=self.wide[:rows])
+        return self.wide[:rows].copy_(torch.mm(hidden, weight.T, out=self.narrow[:rows]))
+
+    def low(self, values: Tensor) -> Tensor:
+        """``values`` in the inputs' dtype."""
+        return values if self.narrow is None else self.narrow[: values.shape[0]].copy_(values)
 
 
 def chunk_rows(vocab: int, budget: int = 2**25) -> int:

@@ -2,6 +2,7 @@
 
     .venv/bin/python studies/bfloat16.py                   # both parts (about 40 minutes on 2 cores)
     .venv/bin/python studies/bfloat16.py --parts tiny      # only the main job's setting
+    .venv/bin/python studies/bfloat16.py --from-docs       # rebuild reports and pairs from the committed CSVs
 
 Two parts, each run once with --dtype float32 and once with --dtype bfloat16 (matmuls in
 bfloat16 through autocast; log-softmax, loss and optimizer state in float32):
@@ -21,6 +22,7 @@ are written to docs/results/bfloat16/<part>/.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import time
@@ -28,7 +30,8 @@ from pathlib import Path
 
 from mhpo.study.compare import compare, record_invocation
 from mhpo.study.report import build_report
-from mhpo.study.runs import export_csv, find_runs
+from mhpo.files import atomic_write_text
+from mhpo.study.runs import export_csv, find_runs, load_csv
 from mhpo.study.summary import format_ci, summarise
 from mhpo.train.config import TrainConfig
 
@@ -55,9 +58,15 @@ def step_seconds(run) -> float:
     return statistics.fmean(seconds[1:] or seconds)
 
 
+def dtype_of(run) -> str:
+    """The run's dtype: from its configuration, or from its label (runs read back from a CSV)."""
+    found = re.search(r"dtype=(\w+)", run.label)
+    return run.config.get("dtype") or (found.group(1) if found else "")
+
+
 def pairs_table(runs, threshold: float) -> str:
     """Per objective: bfloat16 minus float32 on the same seed, mean ± 95% interval over seeds."""
-    by_key = {(r.config.get("objective"), r.config.get("dtype"), r.seed): summarise(r, threshold) for r in runs}
+    by_key = {(r.config.get("objective"), dtype_of(r), r.seed): summarise(r, threshold) for r in runs}
     objectives = list(dict.fromkeys(o for o, _, _ in by_key))
     lines = ["| objective | pairs | " + " | ".join(f"Δ {name}" for _, name, _ in PAIRED) + " | time per step (bf16 / fp32) |",
              "|---|---|" + "---|" * (len(PAIRED) + 1)]  # fmt: skip
@@ -66,7 +75,7 @@ def pairs_table(runs, threshold: float) -> str:
         pairs = [(by_key[(objective, "bfloat16", s)], by_key[(objective, "float32", s)]) for s in seeds]
         cells = [format_ci([b[k] - f[k] for b, f in pairs], digits) for k, _, digits in PAIRED]
         seconds = {d: [step_seconds(r) for r in runs if r.config.get("objective") == objective
-                       and r.config.get("dtype") == d] for d in DTYPES}  # fmt: skip
+                       and dtype_of(r) == d] for d in DTYPES}  # fmt: skip
         ratio = statistics.fmean(seconds["bfloat16"]) / statistics.fmean(seconds["float32"])
         lines.append(f"| `{objective}` | {len(pairs)} | " + " | ".join(cells) + f" | {ratio:.2f} |")
     return "\n".join(lines)
@@ -79,16 +88,21 @@ def run_part(name: str, out: Path, publish: Path, jobs: int) -> None:
         start = time.perf_counter()
         compare(cfg, objectives, seeds, out / name / dtype, jobs=jobs, threshold=threshold)
         record_invocation(out / name, time.perf_counter() - start, part=name, dtype=dtype, jobs=jobs)
-    runs = find_runs([out / name / dtype / "runs" for dtype in DTYPES])
     target = publish / name
     target.mkdir(parents=True, exist_ok=True)
-    csv = export_csv(runs, target / "runs.csv")
-    build_report([csv], target, threshold=threshold, title=f"float32 against bfloat16: {name}",
-                 order=[f"{o} (dtype={d})" for o in objectives for d in DTYPES])  # fmt: skip
+    export_csv(find_runs([out / name / dtype / "runs" for dtype in DTYPES]), target / "runs.csv")
     shutil.copyfile(out / name / "timing.json", target / "timing.json")
-    table = pairs_table(runs, threshold)
-    (target / "pairs.md").write_text(f"# bfloat16 minus float32, paired by seed: {name}\n\n{table}\n")
-    print(f"\n{name}:\n{table}")
+    print(f"\n{name}:\n{rebuild(name, target)}")
+
+
+def rebuild(name: str, target: Path) -> str:
+    """report.md, its plots and pairs.md of a part from its runs.csv alone; returns the pairs table."""
+    _, objectives, _, threshold = PARTS[name]
+    build_report([target / "runs.csv"], target, threshold=threshold, title=f"float32 against bfloat16: {name}",
+                 order=[f"{o} (dtype={d})" for o in objectives for d in DTYPES])  # fmt: skip
+    table = pairs_table(load_csv(target / "runs.csv"), threshold)
+    atomic_write_text(target / "pairs.md", f"# bfloat16 minus float32, paired by seed: {name}\n\n{table}\n")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="where runs.csv, report.md and pairs.md go (default: docs/results/bfloat16)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: tiny, smollm2")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
+    parser.add_argument("--from-docs", action="store_true", help="only rebuild the reports and pairs from the published CSVs")
     args = parser.parse_args(argv)
     for name in [p.strip() for p in args.parts.split(",") if p.strip()]:
         if name not in PARTS:
             parser.error(f"unknown part {name!r}; use {', '.join(PARTS)}")
-        run_part(name, Path(args.out), Path(args.publish), args.jobs)
+        if args.from_docs:
+            print(f"\n{name}:\n{rebuild(name, Path(args.publish) / name)}")
+        else:
+            run_part(name, Path(args.out), Path(args.publish), args.jobs)
     return 0
 
 

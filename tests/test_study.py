@@ -322,3 +322,21 @@ def test_sweep_table_finds_where_each_objective_breaks(tmp_path):
     assert sorted(grid["grpo"]) == [1e-4, 4e-4, 1.6e-3]
     path = plot_sweep(grid, tmp_path / "sweep.png", order=["grpo", "mhpo"])
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("part", ["tiny", "smollm2"])
+def test_the_bfloat16_studys_paired_differences_rebuild_from_its_committed_csv(part, tmp_path):
+    """docs/results/bfloat16/<part>/pairs.md is what the committed runs.csv gives (the CSV's
+    labels carry the dtype): the published table can be checked without the run directories."""
+    import importlib.util
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("study_bfloat16", root / "studies" / "bfloat16.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    published = root / "docs" / "results" / "bfloat16" / part
+    (tmp_path / part).mkdir()
+    (tmp_path / part / "runs.csv").write_text((published / "runs.csv").read_text())
+    study.rebuild(part, tmp_path / part)
+    assert (tmp_path / part / "pairs.md").read_text() == (published / "pairs.md").read_text()
+    assert "| `grpo` |" in (tmp_path / part / "pairs.md").read_text()

@@ -88,9 +88,9 @@ def micro_batches(batch: Batch, rows: Tensor, cfg: TrainConfig) -> list[Tensor]:
     lengths = batch.attention[rows, batch.width :].sum(-1)  # completions are right-padded
     if cfg.share_prompts:  # a group's rows are side by side (see minibatches): keep them so
         group = rows // cfg.group_size
-        longest = torch.zeros(int(group.max()) + 1, dtype=lengths.dtype, device=lengths.device)
-        longest = longest.scatter_reduce(0, group, lengths, "amax")
-        key = longest[group] * (int(group.max()) + 1) + group  # by the group's longest, then by group
+        groups = int(group.max()) + 1
+        longest = torch.zeros(groups, dtype=lengths.dtype, device=lengths.device).scatter_reduce(0, group, lengths, "amax")
+        key = longest[group] * groups + group  # by the group's longest, then by group
     else:
         key = lengths
     order = torch.sort(key, stable=True).indices

@@ -10,6 +10,13 @@ import torch
 import mhpo
 
 SEQUENCE_LEVEL = [name for name in mhpo.list_objectives() if mhpo.get_objective(name).level == "sequence"]
+# Objectives that select tokens across one loss call (spec.selection): the selection, which
+# depends on which tokens share the call, is switched off where a test splits a batch.
+SELECTION_OFF = {
+    "clip_cov": {"clip_cov_lb": 5.0, "clip_cov_ub": 5.0},  # no covariance strictly inside (5, 5)
+    "kl_cov": {"ppo_kl_coef": 0.0},  # the selected tokens' penalty is zero
+    "m2po": {"m2_threshold": 1e9},  # every batch is inside the budget
+}
 
 
 @dataclasses.dataclass

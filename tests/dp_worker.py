@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 import mhpo
+from batches import SELECTION_OFF  # a selection across the call's tokens moves with the split
 
 
 def policy_logp(weight: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ def main(out_path: str) -> None:
         weight = weight0.clone().requires_grad_(True)
         out = mhpo.policy_loss(
             name, policy_logp(weight, features[rows], tokens[rows]), old_logp[rows], advantages[rows], mask[rows],
-            hysteresis=alpha, **norms,
+            hysteresis=alpha, **norms, **SELECTION_OFF.get(name, {}),
         )  # fmt: skip
         out.loss.backward()
         grad = weight.grad.clone()
@@ -52,7 +53,7 @@ def main(out_path: str) -> None:
             full_weight = weight0.clone().requires_grad_(True)
             full = mhpo.policy_loss(
                 name, policy_logp(full_weight, features, tokens), old_logp, advantages, mask,
-                hysteresis=alpha, max_length=length,
+                hysteresis=alpha, max_length=length, **SELECTION_OFF.get(name, {}),
             )  # fmt: skip
             full.loss.backward()
             scale = full_weight.grad.abs().max().item()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mhpo
-from batches import SEQUENCE_LEVEL, make_batch
+from batches import SELECTION_OFF, SEQUENCE_LEVEL, make_batch
 
 ALL = mhpo.list_objectives()
 
@@ -33,9 +33,31 @@ def test_registry_lists_every_methods_objective():
     expected = {
         "grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "cispo", "gmpo",
         "mhpo", "hpo", "a_hpo", "reinforce", "unclipped",
+        # what the hosts ship (verl, TRL, SkyRL, ROLL, AReaL)
+        "dppo_tv", "dppo_kl", "clip_cov", "kl_cov", "gpg", "dro", "vespo", "luspo", "topr", "m2po",
     }  # fmt: skip
     assert set(ALL) == expected
     assert ALL == sorted(ALL)
+    assert {n for n in ALL if mhpo.get_objective(n).selection} == set(SELECTION_OFF)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTION_OFF))
+def test_a_selection_depends_on_the_tokens_of_the_call(name):
+    """What the split-invariance tests switch off is real: with the objective's defaults, the
+    tokens that share a call decide what is selected, so a split changes the gradient."""
+    b = make_batch(seed=2, batch=12, length=9, spread=1.5, group_size=3)
+    if name == "clip_cov":
+        extra = {"clip_cov_ratio": 0.2, "clip_cov_lb": 0.0, "clip_cov_ub": 10.0}
+    elif name == "kl_cov":
+        extra = {"kl_cov_ratio": 0.2}
+    else:
+        extra = {"m2_threshold": 0.1}
+    full = mhpo.policy_loss(name, *b.inputs(), aggregation="token_sum", **extra)
+    (full_grad,) = torch.autograd.grad(full.loss, b.logp)
+    parts = [torch.autograd.grad(mhpo.policy_loss(name, b.logp[rows], b.old_logp[rows], b.advantages[rows],
+                                                  b.mask[rows], aggregation="token_sum", **extra).loss, b.logp)[0]
+             for rows in (slice(0, 6), slice(6, 12))]  # fmt: skip
+    assert (parts[0] + parts[1] - full_grad).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -76,7 +98,7 @@ def test_padding_invariance(name):
 def test_micro_batch_split_invariance(name, aggregation):
     """Gradient accumulation over micro-batches with global normalisers = the full batch."""
     b = make_batch(seed=2)
-    norms = global_normalisers(b.mask, max_length=7)
+    norms = {**global_normalisers(b.mask, max_length=7), **SELECTION_OFF.get(name, {})}
     alpha = fixed_hysteresis(name, b.advantages, b.mask)
     full = mhpo.policy_loss(name, *b.inputs(), aggregation=aggregation, hysteresis=alpha, **norms)
     full.loss.backward()
@@ -108,7 +130,7 @@ def test_data_parallel_split_invariance(name):
     gloo run of the same check is in test_distributed.py."""
     b = make_batch(seed=3)
     aggregation = mhpo.get_objective(name).aggregation
-    norms = global_normalisers(b.mask, max_length=7)
+    norms = {**global_normalisers(b.mask, max_length=7), **SELECTION_OFF.get(name, {})}
     alpha = fixed_hysteresis(name, b.advantages, b.mask)
     full = mhpo.policy_loss(name, *b.inputs(), hysteresis=alpha, **norms)
     (full_grad,) = torch.autograd.grad(full.loss, b.logp)
@@ -137,12 +159,20 @@ def test_extreme_log_ratios_stay_finite(name, shift):
 
 @pytest.mark.parametrize("name", ALL)
 def test_autograd_gradient_equals_gradient_weight(name):
-    """With token_sum aggregation, ∂loss/∂logp = −A·w·mask exactly (the w of docs/objectives.md)."""
+    """With token_sum aggregation, ∂loss/∂logp = −A·w·mask exactly (the w of docs/objectives.md).
+    An objective that is not homogeneous in A (spec.homogeneous False: DRO, Clip-Cov,
+    KL-Cov) has gradient where A = 0 that no weight expresses; it is compared where A ≠ 0,
+    and its own tests check the rest."""
     b = make_batch(seed=5, spread=1.2)
-    out = mhpo.policy_loss(name, *b.inputs(), aggregation="token_sum")
+    extra = {"clip_cov_ratio": 0.2} if name == "clip_cov" else {"kl_cov_ratio": 0.2} if name == "kl_cov" else {}
+    out = mhpo.policy_loss(name, *b.inputs(), aggregation="token_sum", **extra)
     (grad,) = torch.autograd.grad(out.loss, b.logp)
-    weight = mhpo.gradient_weight(name, b.logp.detach() - b.old_logp, b.advantages.unsqueeze(-1), mask=b.mask)
+    weight = mhpo.gradient_weight(name, b.logp.detach() - b.old_logp, b.advantages.unsqueeze(-1), mask=b.mask,
+                                  logp=b.logp.detach(), **extra)  # fmt: skip
     expected = -b.advantages.unsqueeze(-1) * weight * b.mask
+    if not mhpo.get_objective(name).homogeneous:
+        signal = (b.advantages != 0).unsqueeze(-1)
+        grad, expected = grad * signal, expected * signal
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
     # The test is not vacuous: some tokens carry gradient.
     assert (grad.abs() > 1e-3).sum() >= 5

@@ -81,18 +81,21 @@ def test_prepare_rollout_refuses_what_policy_loss_refuses(options, message):
 
 @pytest.mark.parametrize("name", mhpo.list_objectives())
 def test_micro_batches_with_the_batch_options_equal_the_full_batch(name):
-    """The step's α and normalisers make split micro-batches sum to the full-batch gradient."""
-    from batches import make_batch
+    """The step's α and normalisers make split micro-batches sum to the full-batch gradient
+    (a selection across the call's tokens switched off: it moves with the split by design)."""
+    from batches import SELECTION_OFF, make_batch
 
     b = make_batch(seed=3)
     rewards = (torch.arange(b.mask.shape[0]) % 3 == 0).double()
     group = 4 if b.mask.shape[0] % 4 == 0 else 2
     batch = mhpo.prepare_rollout(name, rewards, b.mask, group_size=group, max_length=b.mask.shape[1])
-    full = mhpo.policy_loss(name, b.logp, b.old_logp, batch.advantages, b.mask, **batch.loss_options())
+    off = SELECTION_OFF.get(name, {})
+    full = mhpo.policy_loss(name, b.logp, b.old_logp, batch.advantages, b.mask, **batch.loss_options(), **off)
     (full_grad,) = torch.autograd.grad(full.loss, b.logp)
     grads = []
     for rows in torch.arange(b.mask.shape[0]).split(3):
         logp = b.logp.detach()[rows].requires_grad_(True)
-        out = mhpo.policy_loss(name, logp, b.old_logp[rows], batch.advantages[rows], b.mask[rows], **batch.loss_options())
+        out = mhpo.policy_loss(name, logp, b.old_logp[rows], batch.advantages[rows], b.mask[rows],
+                               **batch.loss_options(), **off)  # fmt: skip
         grads.append(torch.autograd.grad(out.loss, logp)[0])
     torch.testing.assert_close(torch.cat(grads), full_grad, rtol=1e-13, atol=1e-15)

@@ -18,14 +18,16 @@ def group_advantages(rewards: Tensor, group_size: int, scale: str = "group") -> 
         scale="group":  A_i = (R_i − mean_g R) / (std_g R + 1e-6)       (GRPO)
         scale="batch":  A_i = (R_i − mean_g R) / (std_batch R + 1e-6)
         scale="none":   A_i =  R_i − mean_g R                            (Dr. GRPO)
+        scale="valid":  A_i = (R_i − mean_g R) · B / (B − M)             (GPG)
 
-    std is Bessel-corrected. A group whose rewards are all equal gets A = 0 exactly, and so
+    where M counts the completions of groups whose rewards are all equal (they carry no
+    signal, so the batch gradient is rescaled to the informative part). std is Bessel-corrected. A group whose rewards are all equal gets A = 0 exactly, and so
     does a group of size 1.
 
     Args:
         rewards: (B,) scalar rewards, B divisible by ``group_size``.
         group_size: G >= 1.
-        scale: ``"group"``, ``"batch"`` or ``"none"``.
+        scale: ``"group"``, ``"batch"``, ``"none"`` or ``"valid"``.
 
     Returns:
         (B,) advantages in the rewards' floating dtype (float32 for integer rewards).
@@ -33,9 +35,11 @@ def group_advantages(rewards: Tensor, group_size: int, scale: str = "group") -> 
     Example:
         >>> group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0]), group_size=3, scale="none")
         tensor([ 0.6667, -0.3333, -0.3333,  0.0000,  0.0000,  0.0000])
+        >>> group_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0]), group_size=3, scale="valid")  # × 6/3
+        tensor([ 1.3333, -0.6667, -0.6667,  0.0000,  0.0000,  0.0000])
     """
-    if scale not in ("group", "batch", "none"):
-        raise ValueError(f"Unknown advantage scale '{scale}'; use 'group', 'batch' or 'none'.")
+    if scale not in ("group", "batch", "none", "valid"):
+        raise ValueError(f"Unknown advantage scale '{scale}'; use 'group', 'batch', 'none' or 'valid'.")
     if not isinstance(rewards, Tensor) or rewards.dim() != 1:
         raise ValueError("rewards must be a 1-D tensor of shape (B,), one scalar reward per completion.")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
@@ -61,6 +65,9 @@ def group_advantages(rewards: Tensor, group_size: int, scale: str = "group") -> 
     # Rounding in the mean can leave ±1e-17 residues in a constant group; make them exact
     # zeros so that zero-variance groups carry no signal at all.
     constant = grouped.amax(-1, keepdim=True) == grouped.amin(-1, keepdim=True)
+    if scale == "valid":  # GPG: B / (B − M), M = completions of groups whose rewards are all equal
+        valid = int((~constant).sum()) * group_size
+        centered = centered * (rewards.numel() / max(valid, 1))
     return torch.where(constant, torch.zeros_like(centered), centered).view(-1)
 
 

@@ -360,15 +360,22 @@ def policy_loss(
         max_length=max_length,
     )
     with torch.no_grad():
-        metrics.update(_common_metrics(spec, prep.log_ratio, log_ratio, adv, float_mask, cfg, alpha))
+        metrics.update(_common_metrics(spec, prep, log_ratio, cfg, alpha))
     return LossOutput(loss=loss, per_token=per_token, metrics={k: v.detach() for k, v in metrics.items()})
 
 
-def _common_metrics(spec, raw_log_ratio, log_ratio, adv, mask, cfg, alpha) -> dict[str, Tensor]:
+def _weight(spec, log_ratio: Tensor, adv: Tensor, mask: Tensor, cfg, logp: Tensor) -> Tensor:
+    if spec.uses_logp:
+        return spec.weight(log_ratio, adv, mask, cfg, logp=logp)
+    return spec.weight(log_ratio, adv, mask, cfg)
+
+
+def _common_metrics(spec, prep: Prepared, log_ratio, cfg, alpha) -> dict[str, Tensor]:
     """Metrics every objective defines: ratio statistics, drift, advantages, gradient weight."""
+    adv, mask = prep.advantages, prep.mask
     log_ratio = log_ratio.detach()
     ratio = torch.exp(log_ratio)
-    weight = spec.weight(raw_log_ratio.detach(), adv, mask, cfg)
+    weight = _weight(spec, prep.log_ratio.detach(), adv, mask, cfg, prep.logp.detach())
     if alpha is not None:
         weight = torch.where(adv < 0, alpha * weight, weight)
     # Tokens with A = 0 receive no gradient whatever their weight; leave them out.
@@ -396,6 +403,7 @@ def gradient_weight(
     advantages: Tensor,
     *,
     mask: Tensor | None = None,
+    logp: Tensor | None = None,
     hysteresis: Hysteresis = None,
     alpha_min: float | None = None,
     **hyperparameters: Any,
@@ -413,6 +421,9 @@ def gradient_weight(
             (a 1-D sweep of ratios is treated as one token per completion).
         advantages: broadcastable to ``log_ratio`` (only its sign matters for most objectives).
         mask: (B, T) for sequence-level objectives; default all ones.
+        logp: log π_θ, same shape as ``log_ratio``, for the objectives whose weight depends on
+            the probability itself (``spec.uses_logp``: DPPO, Clip-Cov, KL-Cov); default
+            π_old = 0.5 at every token (logp = log 0.5 + δ). Ignored by the others.
         hysteresis, alpha_min: as in :func:`policy_loss`; None = the objective's default.
         **hyperparameters: the objective's hyperparameters.
 
@@ -434,7 +445,11 @@ def gradient_weight(
     advantages = advantages.unsqueeze(-1) if flat and advantages.dim() == 1 else advantages
     advantages = advantages.expand_as(log_ratio)
     mask = torch.ones_like(log_ratio) if mask is None else _check_tensor("mask", mask, tuple(log_ratio.shape)).to(log_ratio.dtype)
-    weight = spec.weight(log_ratio, advantages, mask, cfg)
+    if logp is None:
+        logp = math.log(0.5) + log_ratio
+    else:
+        logp = _check_tensor("logp", logp.unsqueeze(-1) if flat else logp, tuple(log_ratio.shape)).detach().to(log_ratio)
+    weight = _weight(spec, log_ratio, advantages, mask, cfg, logp)
     alpha = _resolve_hysteresis(name, hysteresis, advantages, mask, alpha_min)
     if alpha is not None:
         weight = torch.where(advantages < 0, alpha * weight, weight)

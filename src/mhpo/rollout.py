@@ -69,8 +69,8 @@ class RolloutBatch:
     def folded_advantages(self) -> Tensor:
         """(B,) advantages with α multiplied into the negative ones, for a host whose loss
         cannot be handed α (verl); run the loss with ``hysteresis="off"``. Exact for every
-        registered objective: each policy term is positively homogeneous of degree 1 in A and
-        branches only on its sign (tested registry-wide)."""
+        objective with ``spec.homogeneous`` (its policy term is positively homogeneous of degree
+        1 in A and branches only on its sign, tested registry-wide); wrong for the others."""
         if self.hysteresis is None:
             return self.advantages
         alpha = self.hysteresis.to(self.advantages)

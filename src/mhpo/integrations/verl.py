@@ -10,9 +10,10 @@ estimator and its loss::
 
 The estimator ``mhpo_<name>`` is the objective's rollout step (:func:`mhpo.prepare_rollout`)
 over the whole rollout batch on the driver: advantages at the objective's scale, and its α
-folded into the negative advantages (exact: every policy term is positively homogeneous of
-degree 1 in A and branches only on its sign, which a registry-wide test checks). The loss then
-runs with hysteresis off, so α is applied once.
+folded into the negative advantages (exact where the policy term is positively homogeneous
+of degree 1 in A and branches only on its sign, which a registry-wide test checks; the
+estimator refuses α for the objectives marked otherwise: ``clip_cov``, ``kl_cov``, ``dro``).
+The loss then runs with hysteresis off, so α is applied once.
 
 Loss names are registered as they are in mhpo (``grpo``, ``mhpo``, ``a_hpo``, ...). verl's own
 ``vanilla``, ``gspo``, ``sapo``, ``cispo`` and ``geo_mean`` stay untouched: where verl already
@@ -158,8 +159,9 @@ def verl_advantages(
     Rows are grouped by ``index`` (verl's ``uid``, in any order); every group must have the
     same size G. The rewards are summed over tokens, :func:`mhpo.prepare_rollout` gives the
     advantages at the objective's scale and the batch's α, and α multiplies the negative
-    advantages, which is exact for every registered objective (each policy term is positively
-    homogeneous of degree 1 in A and branches only on A's sign)."""
+    advantages, which is exact for every objective whose policy term is positively homogeneous
+    of degree 1 in A and branches only on A's sign (``spec.homogeneous``); for the others an α
+    raises ValueError."""
     if index is None:
         raise ValueError(f"the mhpo_{name} advantage estimator needs verl's uid index to group completions by prompt.")
     groups: dict[Any, list[int]] = {}
@@ -172,6 +174,13 @@ def verl_advantages(
     rewards = token_level_rewards.sum(-1)
     batch = mhpo.prepare_rollout(name, rewards[order], response_mask[order], group_size=sizes[0],
                                  advantage_scale=advantage_scale, hysteresis=hysteresis, alpha_min=alpha_min)  # fmt: skip
+    if batch.hysteresis is not None and not mhpo.get_objective(name).homogeneous:
+        raise ValueError(
+            f"'{name}' is not positively homogeneous in A, so its α cannot be folded into the advantages "
+            "(the mhpo_<name> estimator's way of applying it in verl); run it without hysteresis "
+            "(algorithm.objective_hysteresis unset or 'off'), or apply a fixed α in the loss with "
+            "policy_loss.objective_hysteresis and another estimator."
+        )
     advantages = batch.folded_advantages()
     out = torch.empty_like(advantages)
     out[order] = advantages

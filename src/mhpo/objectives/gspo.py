@@ -97,6 +97,17 @@ def gspo_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor,
     return loss, metrics
 
 
+register_objective(
+    "luspo",
+    config=GSPOConfig,
+    weight=gspo_weight,
+    aggregation="seq_mean_token_sum",
+    level="sequence",
+    paper="https://arxiv.org/abs/2602.05261",
+    summary="Length-unbiased GSPO: GSPO's loss summed over each completion's tokens, not averaged.",
+)(gspo_loss)
+
+
 @register_objective(
     "gspo_token",
     config=GSPOConfig,

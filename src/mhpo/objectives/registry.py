@@ -82,6 +82,17 @@ class ObjectiveSpec:
         hysteresis: default hysteretic weighting (``None``, a float α or ``"adaptive"``).
         alpha_min: lower bound of the adaptive α (A-HPO); None unless ``hysteresis`` is adaptive.
         rollout: the rollout rules (dynamic sampling, overlong filter and punishment).
+        homogeneous: the loss is positively homogeneous of degree 1 in A and branches only on
+            A's sign, so that α multiplied into the negative advantages equals hysteresis α
+            (what verl's estimator relies on). False for DRO (a penalty that does not scale
+            with A) and the covariance selections of Clip-Cov and KL-Cov.
+        selection: None, or what the objective selects across the tokens of one loss call
+            (Clip-Cov's and KL-Cov's covariance selection, M2PO's second-moment mask). Such
+            a selection depends on which tokens share the call, so splitting a batch into
+            micro-batches changes it; the docs say how each host calls it.
+        uses_logp: the gradient weight depends on log π_θ itself, not only on the ratio (DPPO's
+            probability-difference trust region, the covariance selections): its weight
+            function takes ``logp=`` as a keyword.
         paper: link to the source.
         summary: one line for tables and ``--help``.
     """
@@ -98,6 +109,9 @@ class ObjectiveSpec:
     summary: str
     alpha_min: float | None = None
     rollout: RolloutRules = NO_ROLLOUT_RULES
+    homogeneous: bool = True
+    selection: str | None = None
+    uses_logp: bool = False
 
     def make_config(self, **hyperparameters: Any) -> Any:
         """Build and validate this objective's config, rejecting unknown names clearly."""
@@ -123,7 +137,7 @@ AGGREGATIONS = (
     "token_sum",
     "mean_length",
 )
-ADVANTAGE_SCALES = ("group", "batch", "none")
+ADVANTAGE_SCALES = ("group", "batch", "none", "valid")
 
 
 def register_objective(
@@ -137,6 +151,9 @@ def register_objective(
     hysteresis: float | str | None = None,
     alpha_min: float | None = None,
     rollout: RolloutRules = NO_ROLLOUT_RULES,
+    homogeneous: bool = True,
+    selection: str | None = None,
+    uses_logp: bool = False,
     paper: str = "",
     summary: str = "",
 ) -> Callable[[LossFn], LossFn]:
@@ -184,6 +201,9 @@ def register_objective(
             summary=summary,
             alpha_min=alpha_min,
             rollout=rollout,
+            homogeneous=homogeneous,
+            selection=selection,
+            uses_logp=uses_logp,
         )
         existing = OBJECTIVES.get(name)
         if existing is not None and existing != spec:

@@ -183,7 +183,7 @@ class TrainConfig:
             (not self.eval_data_path or self.task == "userdata", "--eval-data-path is for --task userdata."),
             (self.kl_estimator in ("k1", "k2", "k3"), "kl_estimator must be k1, k2 or k3."),
             (self.aggregation is None or self.aggregation in mhpo.AGGREGATIONS, f"unknown aggregation '{self.aggregation}'."),
-            (self.advantage_scale in (None, "group", "batch", "none"), f"unknown advantage_scale '{self.advantage_scale}'."),
+            (self.advantage_scale in (None, "group", "batch", "none", "valid"), f"unknown advantage_scale '{self.advantage_scale}'."),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}; got '{self.dtype}'."),
             (_device_form(self.device), f"device must be auto, cpu, cuda, cuda:N or mps; got '{self.device}'."),
             (not self.reward_fn or self.task == "userdata", "--reward-fn is for --task userdata."),

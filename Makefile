@@ -1,7 +1,7 @@
 # The two commands of the README: `make run` (the main job) and `make test`.
 # Both create or reuse .venv through scripts/bootstrap.sh.
 
-.PHONY: run test bench studies env gpu-check
+.PHONY: run test test-skyrl bench studies env gpu-check
 
 env:
 	@bash scripts/bootstrap.sh
@@ -12,6 +12,12 @@ run: env
 
 test: env
 	.venv/bin/python -m pytest -q
+	$(MAKE) --no-print-directory test-skyrl
+
+# The SkyRL plug-in in an environment of its own (SkyRL pins transformers and peft).
+test-skyrl:
+	@MHPO_VENV=.venv-skyrl MHPO_EXTRAS=skyrl,dev bash scripts/bootstrap.sh
+	.venv-skyrl/bin/python -m pytest -q tests/test_skyrl.py docs/skyrl.md src/mhpo/integrations/skyrl.py
 
 bench: env
 	.venv/bin/python benchmarks/objectives.py

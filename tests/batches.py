@@ -58,6 +58,13 @@ def make_batch(
     return Batch(logp, old, advantages, mask, ref)
 
 
+def probability_batch() -> Batch:
+    """A batch whose log-probs are those of real probabilities (logp <= −1e-3): the objectives
+    that read π_θ itself (DPPO, the covariance ones) are compared with the hosts on these."""
+    b = make_batch(batch=9, length=8, seed=83, spread=0.7, group_size=3, empty_row=False)
+    return dataclasses.replace(b, logp=b.logp.detach().clamp(max=-1e-3).requires_grad_(True))
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface, for test process groups."""
     with socket.socket() as sock:

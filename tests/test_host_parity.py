@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import mhpo
-from batches import make_batch
+from batches import make_batch, probability_batch
 
 verl = pytest.importorskip("verl", reason="the host parity tests need mhpo[verl]")
 
@@ -81,7 +81,7 @@ def _verl_native(mode: str):
 
 @pytest.mark.parametrize("mode, name, ours, entries, agg", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_verl_native_loss_equals_mhpo(mode, name, ours, entries, agg):
-    b = make_batch(batch=9, length=8, seed=83, spread=0.7, group_size=3, empty_row=False)
+    b = probability_batch()
     rewards = torch.tensor([1.0, 0, 0, 1, 1, 0, 0.5, 0, 1], dtype=torch.float64)
     advantages = mhpo.group_advantages(rewards, 3, scale=mhpo.get_objective(name).advantage_scale)
     token_adv = advantages.unsqueeze(-1).expand_as(b.mask)

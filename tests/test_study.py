@@ -36,6 +36,20 @@ def test_every_trainer_metric_is_documented(tmp_path):
     assert emitted - documented_keys() == set()
 
 
+HOST_OBJECTIVES = ["dppo_tv", "dppo_kl", "clip_cov", "kl_cov", "gpg", "dro", "vespo", "luspo", "topr", "m2po"]
+
+
+def test_compare_accepts_every_host_objective(tmp_path):
+    """The stability comparison runs the objectives the hosts ship, one row each."""
+    from mhpo.train.config import TrainConfig
+
+    base = TrainConfig(**{**TINY, "steps": 1, "eval_every": 0, "cache_dir": str(tmp_path / "cache"),
+                          "warmstart_steps": 2, "task": "countdown"})  # fmt: skip
+    text = compare(base, HOST_OBJECTIVES, seeds=1, out=tmp_path / "cmp", jobs=1, log=lambda *a: None).read_text()
+    for name in HOST_OBJECTIVES:
+        assert f"| `{name}` | 1 |" in text, name
+
+
 def test_compare_then_report(tmp_path):
     from mhpo.train.config import TrainConfig
 

@@ -99,7 +99,7 @@ def test_two_process_gradient_equals_single_process(objective, tmp_path):
     assert (g2 - g1).abs().max() <= 1e-6 * scale, ((g2 - g1).abs().max().item(), scale.item())
 
 
-@pytest.mark.parametrize("objective", ["dr_grpo", "a_hpo", "grpo"])
+@pytest.mark.parametrize("objective", ["dr_grpo", "a_hpo", "grpo", "gpg"])
 def test_trl_advantages_are_the_objectives_from_its_rewards(objective, local_model, tmp_path):
     """What TRL trains on, from the rewards it scored: Dr. GRPO's unscaled advantages (TRL's
     default scale_rewards='group' used to apply), and A-HPO's α over the generation batch."""

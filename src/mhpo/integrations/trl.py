@@ -88,7 +88,7 @@ class ObjectiveGRPOConfig(GRPOConfig):
     # TRL's own options whose default is the objective's recipe (None = the objective's).
     scale_rewards: str | None = dataclasses.field(
         default=None,
-        metadata={"help": "Advantage scale: 'group', 'batch' or 'none' (also True/False). Default: the objective's "
+        metadata={"help": "Advantage scale: 'group', 'batch', 'none' or 'valid' (also True/False). Default: the objective's "
                           "(mhpo.get_objective(objective).advantage_scale; 'none' for dr_grpo)."},
     )  # fmt: skip
     mask_truncated_completions: bool | None = dataclasses.field(
@@ -279,6 +279,11 @@ class ObjectiveGRPOTrainer(GRPOTrainer):
             raise ValueError("ObjectiveGRPOTrainer needs args=ObjectiveGRPOConfig(...) to know the objective.")
         for note in getattr(self.args, "_recipe_notes", []):
             warnings.warn(note, stacklevel=2)
+        # The advantages are the library's (below); TRL still computes its own first, and knows
+        # only 'group', 'batch' and 'none'. GPG's 'valid' is mean-centred like 'none' there.
+        self.mhpo_scale = self.scale_rewards
+        if self.scale_rewards not in ("group", "batch", "none"):
+            self.scale_rewards = "none"
 
     # -- per generation batch: the library's rollout step --------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -296,7 +301,7 @@ class ObjectiveGRPOTrainer(GRPOTrainer):
         batch = trl_rollout(
             self.args.objective, self._mhpo_rewards_per_func, self.reward_weights, self.accelerator.gather(counted),
             num_generations=self.num_generations if self.model.training else self.num_generations_eval,
-            scale_rewards=self.scale_rewards, hysteresis=self.args.objective_hysteresis,
+            scale_rewards=self.mhpo_scale, hysteresis=self.args.objective_hysteresis,
             alpha_min=self.args.objective_alpha_min,
         )  # fmt: skip
         local = slice(self.accelerator.process_index * len(counted), (self.accelerator.process_index + 1) * len(counted))

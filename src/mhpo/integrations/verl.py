@@ -44,7 +44,7 @@ import torch
 
 import mhpo
 
-from .common import VERL_AGGREGATIONS, merge_hyperparameters
+from .common import VERL_AGGREGATIONS, grouped_advantages, merge_hyperparameters
 
 try:
     from verl.trainer.config import AlgoConfig
@@ -154,37 +154,13 @@ def verl_advantages(
     hysteresis: Any = None,
     alpha_min: float | None = None,
 ) -> torch.Tensor:
-    """verl's rollout batch -> the objective's advantages (B, T), α folded in.
-
-    Rows are grouped by ``index`` (verl's ``uid``, in any order); every group must have the
-    same size G. The rewards are summed over tokens, :func:`mhpo.prepare_rollout` gives the
-    advantages at the objective's scale and the batch's α, and α multiplies the negative
-    advantages, which is exact for every objective whose policy term is positively homogeneous
-    of degree 1 in A and branches only on A's sign (``spec.homogeneous``); for the others an α
-    raises ValueError."""
-    if index is None:
-        raise ValueError(f"the mhpo_{name} advantage estimator needs verl's uid index to group completions by prompt.")
-    groups: dict[Any, list[int]] = {}
-    for row, uid in enumerate(index):
-        groups.setdefault(uid, []).append(row)
-    sizes = sorted({len(rows) for rows in groups.values()})
-    if len(sizes) != 1:
-        raise ValueError(f"the mhpo_{name} advantage estimator needs groups of one size (rollout.n); got sizes {sizes}.")
-    order = torch.tensor([row for rows in groups.values() for row in rows], device=token_level_rewards.device)
-    rewards = token_level_rewards.sum(-1)
-    batch = mhpo.prepare_rollout(name, rewards[order], response_mask[order], group_size=sizes[0],
-                                 advantage_scale=advantage_scale, hysteresis=hysteresis, alpha_min=alpha_min)  # fmt: skip
-    if batch.hysteresis is not None and not mhpo.get_objective(name).homogeneous:
-        raise ValueError(
-            f"'{name}' is not positively homogeneous in A, so its α cannot be folded into the advantages "
-            "(the mhpo_<name> estimator's way of applying it in verl); run it without hysteresis "
-            "(algorithm.objective_hysteresis unset or 'off'), or apply a fixed α in the loss with "
-            "policy_loss.objective_hysteresis and another estimator."
-        )
-    advantages = batch.folded_advantages()
-    out = torch.empty_like(advantages)
-    out[order] = advantages
-    return out.unsqueeze(-1) * response_mask
+    """verl's rollout batch -> the objective's advantages (B, T), α folded in
+    (:func:`mhpo.integrations.common.grouped_advantages`; rows grouped by verl's ``uid``).
+    For an objective not homogeneous in A (``clip_cov``, ``kl_cov``, ``dro``) an α raises:
+    set ``algorithm.objective_hysteresis`` unset or 'off', or apply a fixed α in the loss with
+    ``policy_loss.objective_hysteresis`` and another estimator."""
+    return grouped_advantages(name, token_level_rewards, response_mask, index, host="verl",
+                              advantage_scale=advantage_scale, hysteresis=hysteresis, alpha_min=alpha_min)  # fmt: skip
 
 
 def make_advantage_estimator(name: str):

@@ -27,8 +27,12 @@ def _ordered(names: list[str]) -> list[str]:
 
 
 def _curve(name: str, log_ratio: torch.Tensor, sign: float, **hyperparameters) -> torch.Tensor:
-    hysteresis = ADAPTIVE_EXAMPLE_ALPHA if get_objective(name).hysteresis == "adaptive" else None
+    spec = get_objective(name)
+    hysteresis = ADAPTIVE_EXAMPLE_ALPHA if spec.hysteresis == "adaptive" else None
     advantages = torch.full_like(log_ratio, sign)
+    if spec.selection:  # a selection across the call's tokens: each ratio alone in its call
+        return torch.cat([gradient_weight(name, log_ratio[k : k + 1], advantages[k : k + 1], hysteresis=hysteresis,
+                                          **hyperparameters).reshape(1) for k in range(log_ratio.shape[0])])  # fmt: skip
     return gradient_weight(name, log_ratio, advantages, hysteresis=hysteresis, **hyperparameters).squeeze(-1)
 
 
@@ -48,7 +52,8 @@ def weight_table(names: list[str]):
     curves = weight_curves(names, ratios)
     table = Table(
         title="Gradient weight w at ratio r, default hyperparameters",
-        caption=f"a_hpo shown at alpha = n+/n- = {ADAPTIVE_EXAMPLE_ALPHA:.3g}; gspo and gmpo at a uniform ratio",
+        caption=f"a_hpo shown at alpha = n+/n- = {ADAPTIVE_EXAMPLE_ALPHA:.3g}; gspo and gmpo at a uniform ratio; "
+        "dppo_*, clip_cov and kl_cov at pi_old = 0.5; clip_cov, kl_cov and m2po with each ratio alone in its call",
     )
     table.add_column("objective", no_wrap=True)
     table.add_column("sign A", no_wrap=True)
@@ -87,6 +92,10 @@ def plot_weights(path: pathlib.Path, names: list[str] | None = None, r_min: floa
             ax.plot(x, normalised.numpy(), color="tab:green", lw=1.2, ls=":", label="normalize_on_policy")
             ax.legend(loc="upper left", fontsize=8)
         title = name + (" (sequence ratio)" if spec.level == "sequence" else "")
+        if spec.uses_logp:
+            title += " (π_old = 0.5)"
+        if spec.selection:
+            title += " (token alone)"
         if spec.hysteresis == "adaptive":
             title += f" (α = {ADAPTIVE_EXAMPLE_ALPHA:.2g} shown)"
         elif isinstance(spec.hysteresis, float):

@@ -77,3 +77,9 @@ def atomic_write_text(path: str | pathlib.Path, text: str) -> None:
     """Write ``path`` whole or not at all (see :func:`atomic_path`)."""
     with atomic_path(path, need=len(text.encode())) as tmp, open(tmp, "w") as handle:
         handle.write(text)
+
+
+def cache_dir(configured: str = "") -> pathlib.Path:
+    """mhpo's cache (warm starts, the converted SmolLM2): ``configured``, else $MHPO_CACHE,
+    else ~/.cache/mhpo."""
+    return pathlib.Path(configured or os.environ.get("MHPO_CACHE") or pathlib.Path.home() / ".cache" / "mhpo")

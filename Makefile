@@ -11,8 +11,7 @@ run: env
 	.venv/bin/mhpo compare --out results/compare
 
 test: env
-	.venv/bin/python -m pytest -q --durations=15
-	$(MAKE) --no-print-directory test-skyrl
+	@bash scripts/test.sh
 
 # The SkyRL plug-in in an environment of its own (SkyRL pins transformers and peft).
 test-skyrl:

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ._common import Tensor, check, clamp_log_ratio, masked_fraction
+from ._common import Tensor, check, clamp_log_ratio
 from .reference import NoConfig
 from .registry import register_objective
 

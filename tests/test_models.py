@@ -192,11 +192,11 @@ def test_bfloat16_sampling_with_weights_cast_once_decodes_as_autocast_at_every_c
     @contextlib.contextmanager
     def cast_at_every_call(self):  # the sampler before: float32 weights (LoRA folded), autocast casts them
         if self.peft is None:
-            yield self.model
+            yield self.model, {}
             return
         folded = self._lora_folded()
         with self.peft.disable_adapter():
-            yield lambda **kwargs: torch.func.functional_call(self.model, folded, args=(), kwargs=kwargs)
+            yield (lambda **kwargs: torch.func.functional_call(self.model, folded, args=(), kwargs=kwargs)), folded
 
     monkeypatch.setattr(Policy, "sampling", cast_at_every_call)
     assert cast_once == both()

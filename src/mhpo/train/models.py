@@ -185,8 +185,9 @@ class Policy(torch.nn.Module):
 
     @contextlib.contextmanager
     def sampling(self):
-        """The model's forward function for sampling (no gradient), with the weights made once
-        per call for the many decode steps that follow; the model's own weights are not touched.
+        """The model's forward function for sampling (no gradient) and the weights it runs
+        with, by parameter name, made once per call for the many decode steps that follow;
+        the model's own weights are not touched.
 
         With LoRA, the adapters are folded into copies of the weights they adapt, and the model
         runs with those copies and its adapters off: the same function, without two extra small
@@ -206,11 +207,12 @@ class Policy(torch.nn.Module):
                 if parameter is embedding.weight:
                     weights.setdefault(name, parameter)
         if not weights:
-            yield self.model
+            yield self.model, weights
             return
         disabled = self.peft.disable_adapter() if self.peft is not None else contextlib.nullcontext()
         with disabled:
-            yield lambda **kwargs: torch.func.functional_call(self.model, weights, args=(), kwargs=kwargs, tie_weights=False)
+            yield (lambda **kwargs: torch.func.functional_call(self.model, weights, args=(), kwargs=kwargs,
+                                                               tie_weights=False)), weights  # fmt: skip
 
     def _lora_folded(self) -> dict[str, Tensor]:
         """Each LoRA-adapted weight with its active adapters folded in, by parameter name."""

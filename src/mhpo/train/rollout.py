@@ -138,11 +138,12 @@ def generate(
     model.eval()
     start = time.perf_counter()  # the prefill's time includes folding LoRA adapters into the weights
     try:
-        with policy.sampling() as forward:
+        with policy.sampling() as (forward, weights):
             cache, logits = _prefill(policy, forward, prompts, ids, mask, position)
+            decoder = make_decoder(policy, forward, weights, cache, mask.shape[1] + max_new_tokens)
             prefill_s = _elapsed(start, device)
-            tokens, counted, finished = _decode(policy, forward, cache, logits, mask, position, max_new_tokens,
-                                                temperature, top_p, generator)  # fmt: skip
+            tokens, counted, finished = _decode(policy, decoder, logits, mask, position, max_new_tokens, temperature,
+                                                top_p, generator)  # fmt: skip
     finally:
         model.train(was_training)
     tokens, counted = tokens.cpu(), counted.cpu()  # waits for the device
@@ -178,7 +179,46 @@ def _prefill(policy: Policy, forward, prompts: list[list[int]], ids: Tensor, mas
     return cache, out.logits[inverse, -1]
 
 
-def _decode(policy: Policy, forward, cache, logits: Tensor, mask: Tensor, position: Tensor, max_new_tokens: int,
+class HFDecoder:
+    """Decoding through the model's own forward and its growing cache (any causal LM)."""
+
+    def __init__(self, forward, cache) -> None:
+        self.forward, self.cache = forward, cache
+
+    def step(self, tokens: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
+        out = self.forward(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                           past_key_values=self.cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        return out.logits[:, -1]
+
+    def select(self, rows: Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+
+
+class StaticDecoder:
+    """:class:`~mhpo.train.decoder.StaticCacheDecoder` behind the same calls as :class:`HFDecoder`."""
+
+    def __init__(self, decoder) -> None:
+        self.decoder = decoder
+
+    def step(self, tokens: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
+        # the Hugging Face forward attends without a mask when no position is padding
+        attend = None if bool(mask.all()) else mask[:, None, None, :].bool()
+        return self.decoder.step(tokens, positions, attend)
+
+    def select(self, rows: Tensor) -> None:
+        self.decoder.select(rows)
+
+
+def make_decoder(policy: Policy, forward, weights: dict[str, Tensor], cache, total: int):
+    """The static-cache decoder where the model supports it, else the model's own forward."""
+    from .decoder import StaticCacheDecoder, unsupported
+
+    if unsupported(policy.model) is None:
+        return StaticDecoder(StaticCacheDecoder(policy.model, weights, cache, total))
+    return HFDecoder(forward, cache)
+
+
+def _decode(policy: Policy, decoder, logits: Tensor, mask: Tensor, position: Tensor, max_new_tokens: int,
             temperature: float, top_p: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Token by token until every row has produced EOS or the budget is spent. Returns the
     (B, max_new_tokens) tokens and counted-token mask, and the (B,) rows that produced EOS."""
@@ -200,10 +240,8 @@ def _decode(policy: Policy, forward, cache, logits: Tensor, mask: Tensor, positi
         if not bool(running.all()):  # drop finished rows from the batch and from the cache
             keep = running.nonzero().squeeze(-1)
             active, token, full_mask = active[keep], token[keep], full_mask[keep]
-            cache.batch_select_indices(keep)
+            decoder.select(keep)
         full_mask = torch.cat([full_mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], dim=1)
         with policy.autocast():
-            out = forward(input_ids=token[:, None], attention_mask=full_mask, position_ids=position[active, -1:] + t + 1,
-                          past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-        logits = out.logits[:, -1]
+            logits = decoder.step(token, position[active, -1:] + t + 1, full_mask)
     return tokens, counted, finished

@@ -113,6 +113,22 @@ def record_invocation(study: str | pathlib.Path, wall_s: float, **fields: Any) -
     atomic_write_text(path, json.dumps(timing, indent=1) + "\n")
 
 
+def machine() -> str:
+    """The CPU and the torch build a study ran on. A run's float rounding depends on them (the
+    kernels differ between instruction sets), and over many steps so does its trajectory."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, torch {torch.__version__} with {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -175,7 +191,7 @@ def compare(
     notes = (
         f"Task `{base.task}`, model `{base.model}`, {base.steps} RL steps of {base.batch_size} completions "
         f"(G = {base.group_size}), mu = {base.mu}, lr = {base.lr}; warm start: {base.warmstart_steps_value()} SFT steps. "
-        f"Wall time {elapsed / 60:.1f} min with {jobs} parallel runs."
+        f"Wall time {elapsed / 60:.1f} min with {jobs} parallel runs. Machine: {machine()}."
     )
     report = build_report([out / "runs"], out, threshold=threshold, order=variants, notes=notes)
     log(f"compare: report at {report} ({elapsed / 60:.1f} min)")

@@ -354,3 +354,33 @@ def test_the_bfloat16_studys_paired_differences_rebuild_from_its_committed_csv(p
     study.rebuild(part, tmp_path / part)
     assert (tmp_path / part / "pairs.md").read_text() == (published / "pairs.md").read_text()
     assert "| `grpo` |" in (tmp_path / part / "pairs.md").read_text()
+
+
+def test_the_smollm2_claims_study_runs_at_one_code_version(tmp_path, monkeypatch):
+    """The first invocation records the source's fingerprint; a later one with other code is
+    refused before any run starts, naming both versions and what to do."""
+    claims = _load_study("smollm2_claims")
+    claims.check_code_version(tmp_path)
+    recorded = json.loads((tmp_path / "code.json").read_text())
+    assert recorded["fingerprint"] == claims.code_fingerprint()
+    claims.check_code_version(tmp_path)  # the same code continues
+    monkeypatch.setattr(claims, "code_fingerprint", lambda: "0123456789abcdef")
+    with pytest.raises(SystemExit, match=f"fingerprint {recorded['fingerprint']}.*this one is 0123456789abcdef.*new --out"):
+        claims.check_code_version(tmp_path)
+
+
+def test_the_smollm2_claims_pilot_is_controlled():
+    """Every pilot piece is SmolLM2 with relative clipping and the same held-out problems; the
+    LoRA pieces pair with full fine-tuning on its seeds; every configuration validates."""
+    claims = _load_study("smollm2_claims")
+    assert claims.BASE["max_grad_norm"] == float("inf") and claims.BASE["relative_clip"] == 3.0
+    full_seeds = claims.PILOT["full"][2]
+    for name, (options, objectives, seeds) in claims.PILOT.items():
+        assert objectives == ["grpo"] and not {"eval_size", "task", "seed"} & set(options)
+        assert name == "full" or options["lora_rank"] > 0
+        if name.startswith("lora"):
+            assert seeds == full_seeds
+        TrainConfig.from_dict({**claims.BASE, **options}).validate()
+    assert all(claims.PILOT[name][0]["mu"] == 4 for name in claims.PILOT if name.startswith("stress"))
+    for options in claims.CANDIDATES.values():
+        TrainConfig.from_dict({**claims.BASE, **options}).validate()

@@ -1,0 +1,218 @@
+"""The papers' claims on a real pretrained model: SmolLM2-135M-Instruct, paired by seed.
+
+    .venv/bin/python studies/smollm2_claims.py --part pilot     # base rates, LoRA against full, learning rates
+    .venv/bin/python studies/smollm2_claims.py --part pilot --from-docs   # rebuild its tables from the CSVs
+
+The pilot chooses the main runs' setting and says what they can detect:
+
+- ``base``: the base model on candidate tasks (greedy accuracy and sampled reward on the
+  held-out problems, no training), for a task where it starts below about 10% reward (A-HPO's
+  claim is about early learning in sparse-reward training);
+- ``full`` and ``lora-*``: GRPO with full fine-tuning at the learning rate of the earlier
+  SmolLM2 study against LoRA (rank 16, all linear layers) at two learning rates, 2 seeds x 20
+  steps each, paired by seed: does the cheaper configuration learn as full training does?
+- ``stress-*``: GRPO with LoRA at mu = 4 (four passes over each batch, so most updates are
+  off-policy) at two learning rates, for the stress regime where GRPO degrades.
+
+Every run uses the controls study's relative gradient clipping (no fixed threshold; a step is
+clipped at 3x the median norm of the run's earlier steps), float32, and evaluates 200
+held-out problems every 10 steps.
+
+A study runs at one version of mhpo: the first invocation records a fingerprint of the
+installed package's source in ``<out>/code.json``, and a later invocation with other code
+refuses to continue (finished and interrupted runs are otherwise resumed where they stopped,
+so the study can be spread over several sessions). The compact CSVs, reports and tables are
+published to docs/results/smollm2_claims/, from which ``--from-docs`` (or ``mhpo report
+<csv>``) rebuilds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mhpo
+from mhpo.files import atomic_write_text
+from mhpo.study.compare import compare, record_invocation
+from mhpo.study.report import build_report
+from mhpo.study.runs import export_csv, find_runs, load_csv
+from mhpo.study.summary import format_ci, mean_ci, summarise
+from mhpo.train.config import TrainConfig
+
+HERE = Path(__file__).resolve().parent
+BASE = {
+    "model": "smollm2-135m", "task": "arithmetic", "num_operands": 2, "max_operand": 20, "operators": "+-",
+    "answer_format": "number", "batch_size": 32, "group_size": 8, "mu": 1, "minibatches": 2,
+    "micro_batch_size": 16, "max_new_tokens": 32, "temperature": 0.8, "lr": 1e-5, "warmup_steps": 2,
+    "eval_every": 10, "eval_size": 200, "eval_k": 1, "checkpoint_every": 5, "steps": 20,
+    "max_grad_norm": float("inf"), "relative_clip": 3.0,
+}  # fmt: skip
+LORA = {"lora_rank": 16, "lora_target_modules": "all-linear"}
+PILOT = {  # piece: (options over BASE, objectives, seeds)
+    "full": ({}, ["grpo"], 2),
+    "lora-5e-5": ({**LORA, "lr": 5e-5}, ["grpo"], 2),
+    "lora-2e-4": ({**LORA, "lr": 2e-4}, ["grpo"], 2),
+    "stress-2e-4": ({**LORA, "lr": 2e-4, "mu": 4}, ["grpo"], 1),
+    "stress-8e-4": ({**LORA, "lr": 8e-4, "mu": 4}, ["grpo"], 1),
+}
+CANDIDATES = {  # task options over BASE for the sparse-reward part
+    "add2-20": {"num_operands": 2, "max_operand": 20, "operators": "+-"},
+    "add3-50": {"num_operands": 3, "max_operand": 50, "operators": "+-"},
+    "mix3-20": {"num_operands": 3, "max_operand": 20, "operators": "+-*"},
+    "mul2-99": {"num_operands": 2, "max_operand": 99, "operators": "*"},
+}
+THRESHOLD = 0.3
+PAIRED = (("accuracy_final", "held-out acc.", 3), ("reward_per_update", "reward per update", 3),
+          ("reward_per_update_early", "reward per update, first half", 3), ("final_entropy", "final entropy", 3),
+          ("max_ratio", "largest ratio", 2))  # fmt: skip
+
+
+def code_fingerprint() -> str:
+    """A hash of the installed mhpo package's source files."""
+    root = Path(mhpo.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def check_code_version(out: Path) -> None:
+    """Record the code version on the first invocation; refuse to continue with another."""
+    path, now = out / "code.json", code_fingerprint()
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded["fingerprint"] != now:
+            raise SystemExit(
+                f"{out} holds runs made with another version of mhpo (source fingerprint {recorded['fingerprint']}, "
+                f"commit {recorded.get('commit') or 'unknown'}; this one is {now}). A study runs at one code version: "
+                "check that commit out to continue it, or give a new --out to start over."
+            )
+        return
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"fingerprint": now, "commit": commit or None}, indent=1) + "\n")
+
+
+def base_rates(out: Path) -> str:
+    """Greedy accuracy and sampled reward of the untrained model on each candidate task's
+    held-out problems (the problems and sampling every run evaluates on)."""
+    from mhpo.train.build import build_task, model_config
+    from mhpo.train.evaluate import evaluate
+    from mhpo.train.models import load_policy
+
+    path = out / "base_rates.json"
+    rates = json.loads(path.read_text()) if path.exists() else {}
+    policy = None
+    for name, options in CANDIDATES.items():
+        if name in rates:
+            continue
+        cfg = TrainConfig.from_dict({**BASE, **options, "eval_k": 4})
+        policy = policy or load_policy(model_config(cfg), seed=0)
+        task = build_task(cfg)
+        problems = task.problems("eval", cfg.eval_size, seed=0)  # the trainer's held-out problems
+        start = time.perf_counter()
+        rates[name] = {**evaluate(policy, task, problems, k=cfg.eval_k, temperature=cfg.temperature,
+                                  top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+        atomic_write_text(path, json.dumps(rates, indent=1) + "\n")
+    return base_table(rates)
+
+
+def base_table(rates: dict) -> str:
+    lines = ["| task | options | greedy accuracy | sampled reward (avg@4, temperature 0.8) |", "|---|---|---|---|"]
+    for name, r in rates.items():
+        options = ", ".join(f"{k}={v}" for k, v in CANDIDATES.get(name, {}).items())
+        lines.append(f"| `{name}` | {options} | {r['eval/accuracy']:.3f} | {r['eval/avg@k']:.3f} |")
+    return "\n".join(lines)
+
+
+def pairs_table(pieces: dict[str, list], reference: str) -> str:
+    """Each piece minus ``reference`` on the same seed (GRPO in both), mean ± 95% interval."""
+    summary = {name: {r.seed: summarise(r, THRESHOLD) for r in runs} for name, runs in pieces.items()}
+    lines = ["| piece | pairs | " + " | ".join(f"Δ {label}" for _, label, _ in PAIRED) + " |",
+             "|---|---|" + "---|" * len(PAIRED)]  # fmt: skip
+    for name, runs in summary.items():
+        if name == reference:
+            continue
+        seeds = sorted(set(runs) & set(summary[reference]))
+        cells = [format_ci([runs[s][k] - summary[reference][s][k] for s in seeds], d) for k, _, d in PAIRED]
+        lines.append(f"| `{name}` - `{reference}` | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pieces_table(pieces: dict[str, list]) -> str:
+    """Per piece: mean ± 95% interval over seeds of what the pilot decides on."""
+    keys = (("accuracy_start", "held-out acc. at step 0", 3), ("accuracy_final", "held-out acc. at the end", 3),
+            ("reward_per_update", "reward per update", 3), ("final_entropy", "final entropy", 3),
+            ("max_ratio", "largest ratio", 2), ("grad_spikes", "grad-norm spikes", 1))  # fmt: skip
+    lines = ["| piece | runs | " + " | ".join(label for _, label, _ in keys) + " | s per step |",
+             "|---|---|" + "---|" * (len(keys) + 1)]  # fmt: skip
+    for name, runs in pieces.items():
+        rows = [summarise(r, THRESHOLD) for r in runs]
+        seconds = [mean_ci(r.series("time/step")[1][1:])[0] for r in runs]
+        cells = [format_ci([row[k] for row in rows], d) for k, _, d in keys]
+        lines.append(f"| `{name}` | {len(runs)} | " + " | ".join(cells) + f" | {format_ci(seconds, 1)} |")
+    return "\n".join(lines)
+
+
+def run_pilot(out: Path, publish: Path, jobs: int) -> None:
+    check_code_version(out)
+    pilot, target = out / "pilot", publish / "pilot"
+    pilot.mkdir(parents=True, exist_ok=True)
+    print(base_rates(pilot), flush=True)
+    for name, (options, objectives, seeds) in PILOT.items():
+        cfg = TrainConfig.from_dict({**BASE, **options})
+        start = time.perf_counter()
+        compare(cfg, objectives, seeds, pilot / name, jobs=jobs, threshold=THRESHOLD)
+        record_invocation(pilot, time.perf_counter() - start, piece=name, jobs=jobs)
+        (target / name).mkdir(parents=True, exist_ok=True)
+        export_csv(find_runs([pilot / name / "runs"]), target / name / "runs.csv")
+    shutil.copyfile(pilot / "base_rates.json", target / "base_rates.json")
+    shutil.copyfile(pilot / "timing.json", target / "timing.json")
+    shutil.copyfile(out / "code.json", publish / "code.json")
+    print(rebuild_pilot(target))
+
+
+def rebuild_pilot(target: Path) -> str:
+    """The pilot's reports and tables from its published CSVs alone."""
+    pieces = {}
+    for name in PILOT:
+        build_report([target / name / "runs.csv"], target / name, threshold=THRESHOLD, title=f"pilot: {name}")
+        pieces[name] = load_csv(target / name / "runs.csv")
+    text = (
+        "# Pilot\n\nBase model, held-out problems:\n\n" + base_table(json.loads((target / "base_rates.json").read_text()))
+        + "\n\nGRPO in each configuration (mean ± 95% interval over seeds):\n\n" + pieces_table(pieces)
+        + "\n\nLoRA minus full fine-tuning, paired by seed:\n\n"
+        + pairs_table({k: v for k, v in pieces.items() if not k.startswith("stress")}, "full") + "\n"
+    )
+    atomic_write_text(target / "pilot.md", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/smollm2_claims", help="study directory (default: %(default)s)")
+    parser.add_argument("--publish", default=str(HERE.parent / "docs" / "results" / "smollm2_claims"),
+                        help="where the CSVs and reports go (default: docs/results/smollm2_claims)")
+    parser.add_argument("--part", default="pilot", choices=["pilot"], help="which part (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
+    parser.add_argument("--from-docs", action="store_true", help="only rebuild the reports and tables from the published CSVs")
+    args = parser.parse_args(argv)
+    publish = Path(args.publish)
+    if args.from_docs:
+        print(rebuild_pilot(publish / "pilot"))
+    else:
+        run_pilot(Path(args.out), publish, args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

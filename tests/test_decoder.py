@@ -14,7 +14,7 @@ RAGGED = [[1, 5, 6, 7]] * 3 + [[1, 20]] * 2 + [[1, 9, 9, 9, 9, 9], [1, 20, 20], 
 EVEN = [[1, 5, 6, 7], [1, 8, 8, 8], [1, 20, 21, 22]] * 2  # no padding: attention without a mask
 
 
-def llama(kv_heads: int, dtype: str = "float32", attention: str = "sdpa", lora: bool = False) -> Policy:
+def llama(kv_heads: int, dtype: str = "float32", attention: str = "sdpa", lora: bool = False, **options) -> Policy:
     """A random four-head Llama whose query heads share ``kv_heads`` key-value heads."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -23,7 +23,7 @@ def llama(kv_heads: int, dtype: str = "float32", attention: str = "sdpa", lora: 
         vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=128, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
-        attn_implementation=attention,
+        attn_implementation=attention, **options,
     )  # fmt: skip
     torch.manual_seed(kv_heads)
     policy = Policy(LlamaForCausalLM(config), tokenizer, ModelConfig(dtype=dtype))
@@ -89,9 +89,14 @@ def test_static_cache_decoder_gives_the_hugging_face_tokens_and_logits(kv_heads,
                 torch.testing.assert_close(new.float(), old.float(), rtol=0, atol=tolerance)
 
 
-def test_models_the_decoder_does_not_support_decode_through_their_own_forward(monkeypatch):
-    policy = llama(2, attention="eager")
-    assert unsupported(policy.model) == "attention is not sdpa"
+@pytest.mark.parametrize("options, reason", [
+    ({"attention": "eager"}, "attention is not sdpa"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope scaling"),
+    ({"hidden_act": "gelu"}, "activation is not silu"),
+])  # fmt: skip
+def test_models_the_decoder_does_not_support_decode_through_their_own_forward(options, reason, monkeypatch):
+    policy = llama(2, **options)
+    assert unsupported(policy.model) == reason
     assert unsupported(llama(2).model) is None
     made = []
     make = rollout.make_decoder

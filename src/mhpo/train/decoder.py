@@ -24,7 +24,9 @@ def unsupported(model: torch.nn.Module) -> str | None:
     checks = {
         "model_type is not llama": config.model_type != "llama",
         "attention is not sdpa": getattr(config, "_attn_implementation", None) != "sdpa",
-        "rope scaling": (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default") != "default",
+        # rope_parameters (transformers 5) or rope_scaling (4.x) name any scaling of the rotary embedding
+        "rope scaling": any((getattr(config, attr, None) or {}).get("rope_type", "default") != "default"
+                            for attr in ("rope_parameters", "rope_scaling")),
         "activation is not silu": config.hidden_act != "silu",
         "pretraining_tp > 1": getattr(config, "pretraining_tp", 1) != 1,
     }

@@ -213,7 +213,8 @@ def make_decoder(policy: Policy, forward, weights: dict[str, Tensor], cache, tot
     """The static-cache decoder where the model supports it, else the model's own forward."""
     from .decoder import StaticCacheDecoder, unsupported
 
-    if unsupported(policy.model) is None:
+    # a cache of per-layer keys and values (transformers >= 4.56); older caches decode as before
+    if unsupported(policy.model) is None and hasattr(cache, "layers"):
         return StaticDecoder(StaticCacheDecoder(policy.model, weights, cache, total))
     return HFDecoder(forward, cache)
 

@@ -12,7 +12,10 @@ The pilot chooses the main runs' setting and says what they can detect:
   SmolLM2 study against LoRA (rank 16, all linear layers) at two learning rates, 2 seeds x 20
   steps each, paired by seed: does the cheaper configuration learn as full training does?
 - ``stress-*``: GRPO with LoRA at mu = 4 (four passes over each batch, so most updates are
-  off-policy) at two learning rates, for the stress regime where GRPO degrades.
+  off-policy) at two learning rates, for the stress regime where GRPO degrades;
+- ``sparse-*``: GRPO with LoRA on three-operand arithmetic with products (``mix3-20``, where
+  the base model's sampled reward is about 3%) at the two learning rates: does it learn there
+  within the runs' length?
 
 Every run uses the controls study's relative gradient clipping (no fixed threshold; a step is
 clipped at 3x the median norm of the run's earlier steps), float32, and evaluates 200
@@ -60,6 +63,9 @@ PILOT = {  # piece: (options over BASE, objectives, seeds)
     "lora-2e-4": ({**LORA, "lr": 2e-4}, ["grpo"], 2),
     "stress-2e-4": ({**LORA, "lr": 2e-4, "mu": 4}, ["grpo"], 1),
     "stress-8e-4": ({**LORA, "lr": 8e-4, "mu": 4}, ["grpo"], 1),
+    # does GRPO learn at all, within the runs' length, where the base model starts near 3%?
+    "sparse-5e-5": ({**LORA, "lr": 5e-5, "num_operands": 3, "operators": "+-*"}, ["grpo"], 1),
+    "sparse-2e-4": ({**LORA, "lr": 2e-4, "num_operands": 3, "operators": "+-*"}, ["grpo"], 1),
 }
 CANDIDATES = {  # task options over BASE for the sparse-reward part
     "add2-20": {"num_operands": 2, "max_operand": 20, "operators": "+-"},
@@ -191,7 +197,7 @@ def rebuild_pilot(target: Path) -> str:
         "# Pilot\n\nBase model, held-out problems:\n\n" + base_table(json.loads((target / "base_rates.json").read_text()))
         + "\n\nGRPO in each configuration (mean ± 95% interval over seeds):\n\n" + pieces_table(pieces)
         + "\n\nLoRA minus full fine-tuning, paired by seed:\n\n"
-        + pairs_table({k: v for k, v in pieces.items() if not k.startswith("stress")}, "full") + "\n"
+        + pairs_table({k: v for k, v in pieces.items() if k == "full" or k.startswith("lora")}, "full") + "\n"
     )
     atomic_write_text(target / "pilot.md", text)
     return text

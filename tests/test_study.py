@@ -374,9 +374,10 @@ def test_the_smollm2_claims_pilot_is_controlled():
     LoRA pieces pair with full fine-tuning on its seeds; every configuration validates."""
     claims = _load_study("smollm2_claims")
     assert claims.BASE["max_grad_norm"] == float("inf") and claims.BASE["relative_clip"] == 3.0
+    assert {"full", "lora-5e-5", "lora-2e-4"} <= set(claims.PILOT)
     full_seeds = claims.PILOT["full"][2]
     for name, (options, objectives, seeds) in claims.PILOT.items():
-        assert objectives == ["grpo"] and not {"eval_size", "task", "seed"} & set(options)
+        assert objectives == ["grpo"] and not {"eval_size", "task", "seed", "max_grad_norm"} & set(options)
         assert name == "full" or options["lora_rank"] > 0
         if name.startswith("lora"):
             assert seeds == full_seeds

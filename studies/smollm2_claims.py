@@ -34,7 +34,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +47,7 @@ from mhpo.files import atomic_write_text
 from mhpo.study.compare import compare, record_invocation
 from mhpo.study.report import build_report
 from mhpo.study.runs import export_csv, find_runs, load_csv
-from mhpo.study.summary import format_ci, mean_ci, summarise
+from mhpo.study.summary import format_ci, summarise
 from mhpo.train.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -159,11 +161,11 @@ def pieces_table(pieces: dict[str, list]) -> str:
     keys = (("accuracy_start", "held-out acc. at step 0", 3), ("accuracy_final", "held-out acc. at the end", 3),
             ("reward_per_update", "reward per update", 3), ("final_entropy", "final entropy", 3),
             ("max_ratio", "largest ratio", 2), ("grad_spikes", "grad-norm spikes", 1))  # fmt: skip
-    lines = ["| piece | runs | " + " | ".join(label for _, label, _ in keys) + " | s per step |",
+    lines = ["| piece | runs | " + " | ".join(label for _, label, _ in keys) + " | s per step (median) |",
              "|---|---|" + "---|" * (len(keys) + 1)]  # fmt: skip
     for name, runs in pieces.items():
         rows = [summarise(r, THRESHOLD) for r in runs]
-        seconds = [mean_ci(r.series("time/step")[1][1:])[0] for r in runs]
+        seconds = [statistics.median(r.series("time/step")[1][1:] or [math.nan]) for r in runs]  # robust to a paused step
         cells = [format_ci([row[k] for row in rows], d) for k, _, d in keys]
         lines.append(f"| `{name}` | {len(runs)} | " + " | ".join(cells) + f" | {format_ci(seconds, 1)} |")
     return "\n".join(lines)

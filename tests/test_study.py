@@ -385,3 +385,34 @@ def test_the_smollm2_claims_pilot_is_controlled():
     assert all(claims.PILOT[name][0]["mu"] == 4 for name in claims.PILOT if name.startswith("stress"))
     for options in claims.CANDIDATES.values():
         TrainConfig.from_dict({**claims.BASE, **options}).validate()
+
+
+def test_the_smollm2_claims_pilot_tables_rebuild_from_its_csvs(tmp_path):
+    """The pilot's tables come from the published CSVs alone: per-piece means and the paired
+    LoRA - full differences, checked against values worked out by hand."""
+    from mhpo.study.runs import Run
+
+    claims = _load_study("smollm2_claims")
+
+    def run(seed, accuracy, seconds):
+        records = [{"step": 0, "eval/accuracy": 0.3}]
+        records += [{"step": s, "reward/mean": 0.2, "time/step": seconds + (100.0 if s == 3 else 0.0)} for s in range(1, 6)]
+        return Run("grpo", seed, tmp_path, {}, records + [{"step": 5, "eval/accuracy": accuracy}])
+
+    accuracies = {"full": (0.40, 0.50), "lora-5e-5": (0.45, 0.51), "lora-2e-4": (0.30, 0.44)}
+    for name in claims.PILOT:
+        (tmp_path / name).mkdir()
+        first, second = accuracies.get(name, (0.2, 0.2))
+        export_csv([run(0, first, 10.0), run(1, second, 12.0)], tmp_path / name / "runs.csv")
+    rates = {name: {"eval/accuracy": 0.07, "eval/avg@k": 0.03} for name in claims.CANDIDATES}
+    (tmp_path / "base_rates.json").write_text(json.dumps(rates))
+    text = claims.rebuild_pilot(tmp_path)
+    assert text == (tmp_path / "pilot.md").read_text()
+    assert "| `mix3-20` | num_operands=3, max_operand=20, operators=+-* | 0.070 | 0.030 |" in text
+    # full: 0.40, 0.50 -> 0.450 ± 12.706 * 0.0707 / √2 = ± 0.635; the step paused for 100 s is
+    # not the median: 10 and 12 s -> 11.0 ± 12.7
+    assert "| `full` | 2 | 0.300 ± 0.000 | 0.450 ± 0.635 |" in text and "| 11.0 ± 12.7 |" in text
+    # lora-5e-5 - full per seed: +0.05, +0.01 -> 0.030 ± 0.254; lora-2e-4: -0.10, -0.06 -> -0.080 ± 0.254
+    assert "| `lora-5e-5` - `full` | 2 | 0.030 ± 0.254 |" in text
+    assert "| `lora-2e-4` - `full` | 2 | -0.080 ± 0.254 |" in text
+    assert "`stress-2e-4` - `full`" not in text and (tmp_path / "full" / "report.md").exists()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mhpo.train import rollout
-from mhpo.train.decoder import unsupported
+from mhpo.train.decoder import StaticCacheDecoder, unsupported
 from mhpo.train.models import LoraSettings, ModelConfig, Policy
 from mhpo.train.tokenizer import CharTokenizer
 
@@ -42,7 +42,7 @@ def decode(policy: Policy, prompts, temperature: float, static: bool, monkeypatc
 
     def recording(policy, forward, weights, cache, total):
         decoder = make(policy, forward, weights, cache, total) if static else rollout.HFDecoder(forward, cache)
-        assert isinstance(decoder, rollout.StaticDecoder if static else rollout.HFDecoder)
+        assert isinstance(decoder, StaticCacheDecoder if static else rollout.HFDecoder)
         step = decoder.step
         decoder.step = lambda *args: logits.append(step(*args)) or logits[-1]
         return decoder

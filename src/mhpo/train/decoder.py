@@ -35,7 +35,8 @@ def unsupported(model: torch.nn.Module) -> str | None:
 
 
 class StaticCacheDecoder:
-    """Decodes one token per running row per call, from the prompts' cache of a prefill.
+    """Decodes one token per running row per call, from the prompts' cache of a prefill (the
+    same calls as ``rollout.HFDecoder``).
 
     Args:
         model: the causal LM (a ``LlamaForCausalLM``, LoRA layers allowed: their base weights
@@ -114,10 +115,12 @@ class StaticCacheDecoder:
         half = x.shape[-1] // 2
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
-    def step(self, tokens: Tensor, positions: Tensor, mask: Tensor | None) -> Tensor:
+    def step(self, tokens: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
         """Logits (B, V) of the next token after ``tokens`` (B,) at ``positions`` (B, 1);
-        ``mask`` (B, 1, 1, L + 1) says which cached positions each row attends to (None: all)."""
+        ``mask`` (B, L + 1) marks the positions each row attends to (1) and its padding (0)."""
         slot, batch = self.length, tokens.shape[0]
+        # as the Hugging Face forward: no mask at all when no position is padding
+        mask = None if bool(mask.all()) else mask[:, None, None, :].bool()
         hidden = F.embedding(tokens[:, None], self.embedding)
         cos, sin = self._rotary(positions, hidden.dtype)
         groups = self.heads // self.kv_heads

@@ -194,28 +194,13 @@ class HFDecoder:
         self.cache.batch_select_indices(rows)
 
 
-class StaticDecoder:
-    """:class:`~mhpo.train.decoder.StaticCacheDecoder` behind the same calls as :class:`HFDecoder`."""
-
-    def __init__(self, decoder) -> None:
-        self.decoder = decoder
-
-    def step(self, tokens: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
-        # the Hugging Face forward attends without a mask when no position is padding
-        attend = None if bool(mask.all()) else mask[:, None, None, :].bool()
-        return self.decoder.step(tokens, positions, attend)
-
-    def select(self, rows: Tensor) -> None:
-        self.decoder.select(rows)
-
-
 def make_decoder(policy: Policy, forward, weights: dict[str, Tensor], cache, total: int):
     """The static-cache decoder where the model supports it, else the model's own forward."""
     from .decoder import StaticCacheDecoder, unsupported
 
     # a cache of per-layer keys and values (transformers >= 4.56); older caches decode as before
     if unsupported(policy.model) is None and hasattr(cache, "layers"):
-        return StaticDecoder(StaticCacheDecoder(policy.model, weights, cache, total))
+        return StaticCacheDecoder(policy.model, weights, cache, total)
     return HFDecoder(forward, cache)
 
 

@@ -81,6 +81,29 @@ def test_shared_prompts_and_dropped_finished_rows_decode_as_one_row_at_a_time():
     assert len(lengths) > 1 and min(lengths) < 10  # some rows finished early and left the batch
 
 
+def test_shared_prompt_gradients_do_not_depend_on_thread_scheduling():
+    """The shared-prompt path hands each distinct prompt's hidden state and keys and values to
+    its G rows. Advanced indexing (`x[inverse]`) would do it with a backward that accumulates the
+    G rows' gradients by parallel atomic adds on a CPU, so the gradient's rounding changed with
+    how the threads were scheduled (2-thread runs on a busy machine parted from the same run on
+    an idle one). index_select's backward sums in index order: the graph must hold no
+    accumulate-by-index node."""
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    sequences, attention, width, _ = pack([[1, 5, 6, 7]] * 3 + [[1, 9]] * 2, [[10, 11], [12], [13, 14], [15], [16]], 0)
+    logp, _ = policy.completion_logprobs(sequences, attention, width, share_prompts=True)
+    seen, stack, names = set(), [logp.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack += [next_node for next_node, _ in node.next_functions]
+    assert not {name for name in names if name.startswith(("IndexBackward", "IndexPutBackward"))}, sorted(names)
+    assert "IndexSelectBackward0" in names  # the rows are picked, and this walk sees them
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_shared_prompt_logprobs_and_gradients_equal_the_plain_path(dtype):
     """Log-probs with each distinct prompt computed once equal those of the full sequences,

@@ -296,11 +296,19 @@ def completion_hidden(model: torch.nn.Module, sequences: Tensor, attention_mask:
     prompt = body(input_ids=sequences[first, :prompt_width], attention_mask=attention_mask[first, :prompt_width],
                   position_ids=position_ids[first, :prompt_width], use_cache=True)  # fmt: skip
     cache = prompt.past_key_values
-    cache.batch_select_indices(inverse)  # each row attends to its prompt's keys and values
+    # Each row attends to its prompt's keys and values. Rows are picked with index_select, whose
+    # gradient sums each prompt's rows in index order; advanced indexing (`keys[inverse]`, as the
+    # cache's own batch_select_indices does) accumulates them with parallel atomic adds on a CPU,
+    # so a gradient's rounding would depend on how the threads were scheduled.
+    if not hasattr(cache, "layers"):  # transformers < 4.56: no per-layer tensors to pick from
+        cache.batch_select_indices(inverse)
+    for layer in getattr(cache, "layers", ()):
+        layer.keys, layer.values = layer.keys.index_select(0, inverse), layer.values.index_select(0, inverse)
     completion = body(input_ids=sequences[:, prompt_width:], attention_mask=attention_mask,
                       position_ids=position_ids[:, prompt_width:], past_key_values=cache,
                       use_cache=True).last_hidden_state  # fmt: skip
-    return torch.cat([prompt.last_hidden_state[inverse, -1:], completion[:, :-1]], 1)  # (B, C, H)
+    last = prompt.last_hidden_state[:, -1:].index_select(0, inverse)
+    return torch.cat([last, completion[:, :-1]], 1)  # (B, C, H)
 
 
 def distinct_prompts(sequences: Tensor, attention_mask: Tensor, prompt_width: int) -> tuple[Tensor, Tensor] | None:

@@ -3,11 +3,14 @@
 The Hugging Face forward grows its cache by concatenation, so every decoded token copies the
 keys and values of every layer, and it runs a few dozen module calls, mask builders and
 cache updates around each layer's matmuls. For the models mhpo trains on a CPU (the tiny
-Llama of the main job, SmolLM2), this decoder runs the same operations in the same order
-on the same weights, writing each new key and value into its slot of a cache allocated once
-per rollout: the logits are those of the Hugging Face forward, bit for bit (tested, in
-float32 and bfloat16, with and without LoRA). Models it does not support decode through the
-Hugging Face forward, as before (:func:`unsupported` says why).
+Llama of the main job, SmolLM2), this decoder runs the same operations on the same weights,
+writing each new key and value into its slot of a cache allocated once per rollout, and lets
+the query heads that share a key-value head attend as that head's rows of queries instead of
+copying the cache once per query head. Its greedy tokens are the Hugging Face forward's (and
+so were the sampled ones in every test); its logits are bit for bit the same where no heads
+share keys and values and within float rounding where they do (tested, in float32 and
+bfloat16, with and without LoRA). Models it does not support decode through the Hugging Face
+forward, as before (:func:`unsupported` says why).
 """
 
 from __future__ import annotations

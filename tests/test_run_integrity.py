@@ -411,3 +411,33 @@ def test_step_zero_evaluation_is_computed_once_per_warm_start(tmp_path, monkeypa
     other_seed = Trainer(tiny_config(tmp_path / "d", warmstart_steps=5, cache_dir=cache, steps=1, seed=1), **QUIET)
     other_seed.train()
     assert len(list((tmp_path / "cache").glob("eval0-*.json"))) == 2  # avg@k samples with the seed
+
+
+def test_step_zero_evaluation_is_computed_once_per_starting_weights(tmp_path, monkeypatch):
+    """Without a warm start (a pretrained model, as SmolLM2's comparisons run), the objectives of
+    one seed start from the same weights: step 0 is evaluated once, keyed by those weights."""
+    from test_trainer import VOLATILE
+
+    from mhpo.train.build import model_config
+    from mhpo.train.models import load_policy
+
+    cache = str(tmp_path / "cache")
+    config = lambda name, **kw: tiny_config(tmp_path / name, cache_dir=cache, steps=2, eval_every=1, **kw)  # noqa: E731
+    Trainer(config("a"), **QUIET).train()
+    assert len(list((tmp_path / "cache" / "eval0").glob("eval0-*.json"))) == 1
+    calls = []
+    real = Trainer._evaluate
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self: calls.append(self.step) or real(self))
+    Trainer(config("b", objective="grpo"), **QUIET).train()
+    assert calls == [1, 2]  # step 0 came from the cache
+    Trainer(config("c"), **QUIET).train()  # the first run's configuration again, step 0 from the cache
+    stable = lambda path: [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in read_metrics(path)]  # noqa: E731
+    assert stable(tmp_path / "c" / "run" / "metrics.jsonl") == stable(tmp_path / "a" / "run" / "metrics.jsonl")
+    # Other starting weights (one parameter moved) are evaluated, not taken from the cache.
+    calls.clear()
+    policy = load_policy(model_config(config("d")), seed=0)
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(1e-3)
+    Trainer(config("d"), policy=policy, **QUIET).train()
+    assert calls == [0, 1, 2]
+    assert len(list((tmp_path / "cache" / "eval0").glob("eval0-*.json"))) == 2

@@ -57,15 +57,40 @@ def evaluate(
 def baseline_cache(warm_start: pathlib.Path, task, cfg: TrainConfig) -> pathlib.Path:
     """Where step 0's evaluation of runs that share a warm start is cached: it depends only on
     the warm start, the task and the evaluation options (not on the objective)."""
+    return warm_start.with_name(f"eval0-{_identity_digest(warm_start.name, task, cfg)}.json")
+
+
+def start_cache(directory: pathlib.Path, policy: Policy, task, problems: list, cfg: TrainConfig) -> pathlib.Path:
+    """Where step 0's evaluation of a run without a warm start is cached, under ``directory``.
+    It is keyed by what the evaluation reads: a hash of the starting weights (every tensor of
+    the model's state, adapters included), the held-out prompts as token ids (so the tokenizer
+    and chat template too), the problems, the task and the evaluation options. Runs that start
+    from the same weights (a comparison's objectives on one seed) evaluate step 0 once."""
+    prompts = hashlib.sha256(json.dumps([policy.tokenizer.prompt_ids(p) for p in problems]).encode())
+    prompts.update(repr(problems).encode())
+    start = f"{cfg.model}:{weights_digest(policy.model)}:{prompts.hexdigest()}"
+    return directory / "eval0" / f"eval0-{_identity_digest(start, task, cfg)}.json"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every tensor in ``model``'s state (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().data if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def _identity_digest(start: str, task, cfg: TrainConfig) -> str:
     task_config = getattr(task, "config", None)
     identity = {
         "version": 1,
-        "warm_start": warm_start.name,
+        "warm_start": start,
         "task": [task.name, dataclasses.asdict(task_config) if dataclasses.is_dataclass(task_config) else None],
         "evaluation": [cfg.eval_size, cfg.eval_k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, cfg.dtype],
     }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return warm_start.with_name(f"eval0-{digest}.json")
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cached_evaluation(path: pathlib.Path, evaluate_now: Callable[[], dict[str, float]]) -> dict[str, float]:
@@ -76,6 +101,7 @@ def cached_evaluation(path: pathlib.Path, evaluate_now: Callable[[], dict[str, f
     except (OSError, ValueError):  # not cached yet, or a damaged file: evaluate
         result = evaluate_now()
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(result, sort_keys=True))
         except OSError:  # a read-only cache costs time, not correctness
             pass

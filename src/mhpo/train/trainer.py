@@ -25,11 +25,12 @@ import torch
 
 import mhpo
 
+from ..files import cache_dir
 from .build import (build_optimizer, build_policy, build_reference, build_task, has_stochastic_forward,
                     load_checked_policy, lora_settings)  # fmt: skip
 from .collect import PromptStream, collect
 from .config import TrainConfig
-from .evaluate import baseline_cache, cached_evaluation, evaluate
+from .evaluate import baseline_cache, cached_evaluation, evaluate, start_cache
 from .models import Policy, check_model_source
 from .prepare import prepare
 from .progress import progress
@@ -151,10 +152,13 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------
     def _baseline_evaluation(self) -> dict[str, float]:
-        """Step 0's evaluation, shared through a cache by every run with the same warm start."""
-        if self.warm_start_path is None:
-            return self._evaluate()
-        return cached_evaluation(baseline_cache(self.warm_start_path, self.task, self.cfg), self._evaluate)
+        """Step 0's evaluation, shared through a cache by every run with the same start (the same
+        warm start, or the same starting weights)."""
+        if self.warm_start_path is not None:
+            path = baseline_cache(self.warm_start_path, self.task, self.cfg)
+        else:
+            path = start_cache(cache_dir(self.cfg.cache_dir), self.policy, self.task, self.eval_problems, self.cfg)
+        return cached_evaluation(path, self._evaluate)
 
     def _evaluate(self) -> dict[str, float]:
         cfg = self.cfg

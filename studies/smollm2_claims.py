@@ -19,7 +19,8 @@ The pilot chooses the main runs' setting and says what they can detect:
 
 Every run uses the controls study's relative gradient clipping (no fixed threshold; a step is
 clipped at 3x the median norm of the run's earlier steps), float32, and evaluates 200
-held-out problems every 10 steps.
+held-out problems at its start (once per starting weights: the objectives of a seed share it)
+and at its end. Runs go two at a time, one thread each; pieces of one run go in pairs.
 
 A study runs at one version of mhpo: the first invocation records a fingerprint of the
 installed package's source in ``<out>/code.json``, and a later invocation with other code
@@ -32,6 +33,7 @@ published to docs/results/smollm2_claims/, from which ``--from-docs`` (or ``mhpo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import mhpo
 from mhpo.files import atomic_write_text
-from mhpo.study.compare import compare, record_invocation
+from mhpo.study.compare import run_one, check_existing_runs, machine, record_invocation, run_directory, run_parallel
 from mhpo.study.report import build_report
 from mhpo.study.runs import export_csv, find_runs, load_csv
 from mhpo.study.summary import format_ci, summarise
@@ -55,7 +57,7 @@ BASE = {
     "model": "smollm2-135m", "task": "arithmetic", "num_operands": 2, "max_operand": 20, "operators": "+-",
     "answer_format": "number", "batch_size": 32, "group_size": 8, "mu": 1, "minibatches": 2,
     "micro_batch_size": 16, "max_new_tokens": 32, "temperature": 0.8, "lr": 1e-5, "warmup_steps": 2,
-    "eval_every": 10, "eval_size": 200, "eval_k": 1, "checkpoint_every": 5, "steps": 20,
+    "eval_every": 0, "eval_size": 200, "eval_k": 1, "checkpoint_every": 5, "steps": 20,
     "max_grad_norm": float("inf"), "relative_clip": 3.0,
 }  # fmt: skip
 LORA = {"lora_rank": 16, "lora_target_modules": "all-linear"}
@@ -171,18 +173,42 @@ def pieces_table(pieces: dict[str, list]) -> str:
     return "\n".join(lines)
 
 
+def piece_configs(root: Path, name: str, options: dict, objectives: list[str], seeds: int) -> list[TrainConfig]:
+    base = TrainConfig.from_dict({**BASE, **options, "threads": 1, "progress": False})
+    return [dataclasses.replace(base, objective=objective, seed=seed, output_dir=str(run_directory(root / name, objective, seed))).validate()
+            for objective in objectives for seed in range(seeds)]  # fmt: skip
+
+
+def run_order(configs: list[TrainConfig]) -> list[TrainConfig]:
+    """Seeds two at a time (0-1, then 2-3, ...), every piece and objective within: a study
+    stopped part way holds complete pairs of its first seeds, and the two runs going at once
+    have different seeds, so neither waits on the other's step-0 evaluation (one per seed)."""
+    return sorted(configs, key=lambda cfg: cfg.seed // 2)
+
+
+def run_pieces(root: Path, target: Path, pieces: dict[str, tuple], jobs: int) -> None:
+    """Run every piece (options over BASE, objectives, seeds) under ``root/<piece>``, ``jobs``
+    runs at a time (one thread each) from one queue, so no core idles between pieces; then
+    write each piece's report and publish its runs' compact CSV to ``target/<piece>/runs.csv``.
+    Finished runs are skipped and interrupted ones resume from their last checkpoint."""
+    configs = run_order([cfg for name, piece in pieces.items() for cfg in piece_configs(root, name, *piece)])
+    check_existing_runs(configs)
+    start = time.perf_counter()
+    for done, (directory, seconds) in enumerate(run_parallel(run_one, [c.to_dict() for c in configs], jobs), 1):
+        print(f"[{done}/{len(configs)}] {directory} ({seconds:.0f} s)", flush=True)
+    record_invocation(root, time.perf_counter() - start, pieces=list(pieces), runs=len(configs), jobs=jobs, machine=machine())
+    for name in pieces:
+        build_report([root / name / "runs"], root / name, threshold=THRESHOLD, title=name)
+        (target / name).mkdir(parents=True, exist_ok=True)
+        export_csv(find_runs([root / name / "runs"]), target / name / "runs.csv")
+
+
 def run_pilot(out: Path, publish: Path, jobs: int) -> None:
     check_code_version(out)
     pilot, target = out / "pilot", publish / "pilot"
     pilot.mkdir(parents=True, exist_ok=True)
     print(base_rates(pilot), flush=True)
-    for name, (options, objectives, seeds) in PILOT.items():
-        cfg = TrainConfig.from_dict({**BASE, **options})
-        start = time.perf_counter()
-        compare(cfg, objectives, seeds, pilot / name, jobs=jobs, threshold=THRESHOLD)
-        record_invocation(pilot, time.perf_counter() - start, piece=name, jobs=jobs)
-        (target / name).mkdir(parents=True, exist_ok=True)
-        export_csv(find_runs([pilot / name / "runs"]), target / name / "runs.csv")
+    run_pieces(pilot, target, PILOT, jobs)
     shutil.copyfile(pilot / "base_rates.json", target / "base_rates.json")
     shutil.copyfile(pilot / "timing.json", target / "timing.json")
     shutil.copyfile(out / "code.json", publish / "code.json")

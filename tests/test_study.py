@@ -416,3 +416,29 @@ def test_the_smollm2_claims_pilot_tables_rebuild_from_its_csvs(tmp_path):
     assert "| `lora-5e-5` - `full` | 2 | 0.030 ± 0.254 |" in text
     assert "| `lora-2e-4` - `full` | 2 | -0.080 ± 0.254 |" in text
     assert "`stress-2e-4` - `full`" not in text and (tmp_path / "full" / "report.md").exists()
+
+
+def test_the_smollm2_claims_pieces_run_from_one_queue_and_resume(tmp_path, monkeypatch):
+    """Pieces of one run each still go two at a time; a second invocation skips finished runs;
+    the queue takes seeds two at a time so a stopped study holds complete pairs."""
+    import yaml
+
+    claims = _load_study("smollm2_claims")
+    monkeypatch.setattr(claims, "BASE", {**TINY, "steps": 2, "max_grad_norm": float("inf"), "relative_clip": 3.0,
+                                         "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    pieces = {"a": ({}, ["grpo"], 1), "b": ({"lr": 1e-4}, ["mhpo"], 1)}
+    claims.run_pieces(tmp_path / "study", tmp_path / "docs", pieces, jobs=2)
+    for name, objective in (("a", "grpo"), ("b", "mhpo")):
+        (run,) = load_csv(tmp_path / "docs" / name / "runs.csv")
+        assert run.label == objective and run.series("reward/mean")[0] == [1, 2]
+        assert (tmp_path / "study" / name / "report.md").exists()
+    assert {r["lr"] for r in (yaml.safe_load((tmp_path / "study" / n / "runs" / f"{o}-seed0" / "config.yaml").read_text())
+            for n, o in (("a", "grpo"), ("b", "mhpo")))} == {TINY["lr"], 1e-4}  # fmt: skip
+    before = (tmp_path / "study" / "a" / "runs" / "grpo-seed0" / "metrics.jsonl").read_text()
+    claims.run_pieces(tmp_path / "study", tmp_path / "docs", pieces, jobs=2)  # finished: nothing reruns
+    assert (tmp_path / "study" / "a" / "runs" / "grpo-seed0" / "metrics.jsonl").read_text() == before
+    timing = json.loads((tmp_path / "study" / "timing.json").read_text())["invocations"]
+    assert len(timing) == 2 and timing[0]["runs"] == 2
+    order = claims.run_order(claims.piece_configs(tmp_path, "x", {}, ["grpo", "mhpo"], 5))
+    assert [(c.objective, c.seed) for c in order[:4]] == [("grpo", 0), ("grpo", 1), ("mhpo", 0), ("mhpo", 1)]
+    assert [c.seed for c in order] == [0, 1, 0, 1, 2, 3, 2, 3, 4, 4]

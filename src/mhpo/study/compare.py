@@ -56,7 +56,7 @@ def run_directory(root: pathlib.Path, variant: str, seed: int) -> pathlib.Path:
     return root / "runs" / f"{safe}-seed{seed}"
 
 
-def _run_one(config: dict[str, Any]) -> tuple[str, float]:
+def run_one(config: dict[str, Any]) -> tuple[str, float]:
     """One run in a worker process; resumes from its checkpoint if one exists. A finished run
     is skipped, unless more steps are asked for than it ran: then it continues (the learning
     rate is constant after warm-up, so a run extended from N to M steps trains as the M-step
@@ -184,7 +184,7 @@ def compare(
     warm_start(policy, build_task(base), warmstart_config(base), base.cache_dir, log=log)
     del policy
     log(f"compare: {len(configs)} runs ({len(variants)} objectives x {seeds} seeds), {jobs} at a time")
-    results = run_parallel(_run_one, configs, jobs) if jobs > 1 else map(_run_one, configs)
+    results = run_parallel(run_one, configs, jobs) if jobs > 1 else map(run_one, configs)
     for done, (directory, seconds) in enumerate(results, 1):
         log(f"compare: [{done}/{len(configs)}] {directory} ({seconds:.0f}s)")
     elapsed = time.perf_counter() - start

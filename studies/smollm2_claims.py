@@ -49,6 +49,7 @@ from mhpo.files import atomic_write_text
 from mhpo.study.compare import run_one, check_existing_runs, machine, record_invocation, run_directory, run_parallel
 from mhpo.study.report import build_report
 from mhpo.study.runs import export_csv, find_runs, load_csv
+from mhpo.study.stats import mean_ci
 from mhpo.study.summary import format_ci, summarise
 from mhpo.train.config import TrainConfig
 
@@ -78,6 +79,19 @@ CANDIDATES = {  # task options over BASE for the sparse-reward part
     "mul2-99": {"num_operands": 2, "max_operand": 99, "operators": "*"},
 }
 THRESHOLD = 0.3
+# The main parts, chosen from the pilot (docs/results/smollm2_claims/pilot/pilot.md): LoRA as
+# the pilot showed it learns as full fine-tuning does, 5 seeds per cell, paired by seed.
+SPARSE = {"num_operands": 3, "max_operand": 20, "operators": "+-*"}  # mix3-20: sampled reward 3%
+MAIN = {  # piece: (options over BASE, objectives, seeds); GRPO first (the reference of every pair)
+    "standard": ({**LORA, "lr": 5e-5, "steps": 20}, ["grpo", "mhpo", "dapo", "m2po"], 5),
+    "stress": ({**LORA, "lr": 2e-4, "mu": 4, "steps": 20}, ["grpo", "mhpo", "dapo", "m2po"], 5),
+    "sparse": ({**LORA, **SPARSE, "lr": 5e-5, "steps": 20}, ["grpo", "hpo", "a_hpo"], 5),
+}
+# Decided before the main runs: the smallest differences worth calling an effect. Held-out
+# accuracy: 0.05 (5 points, the size of the gains the MHPO paper reports over GRPO); early
+# reward per update: a quarter of GRPO's own in that piece.
+ACCURACY_EFFECT, EARLY_REWARD_EFFECT = 0.05, 0.25
+COLLAPSE = 0.10  # a run collapsed when its held-out accuracy ended this far below its start
 PAIRED = (("accuracy_final", "held-out acc.", 3), ("reward_per_update", "reward per update", 3),
           ("reward_per_update_early", "reward per update, first half", 3), ("final_entropy", "final entropy", 3),
           ("max_ratio", "largest ratio", 2))  # fmt: skip
@@ -173,6 +187,43 @@ def pieces_table(pieces: dict[str, list]) -> str:
     return "\n".join(lines)
 
 
+# Quantiles of Student's t with 4 degrees of freedom (5 seeds): two-sided 95% and one-sided 80%.
+T975_4, T80_4 = 2.776, 0.941
+
+
+def paired_sd(pieces: dict[str, list], key: str) -> tuple[float, int, str]:
+    """The standard deviation of a paired difference in ``key`` between two configurations on
+    one seed, from the pilot: the larger of (a) the between-seed sd of one configuration,
+    pooled over the pieces with two or more seeds, times √2 (what unpaired seeds would give;
+    pairing can only remove variance), and (b) the sd of the LoRA - full differences on the
+    same seed, pooled over the LoRA pieces (a paired difference actually measured). Returns the
+    sd, its degrees of freedom and which estimate it is."""
+
+    def pooled(groups: list[list[float]]) -> tuple[float, int]:
+        groups = [g for g in groups if len(g) >= 2]
+        df = sum(len(g) - 1 for g in groups)
+        if not df:
+            return math.nan, 0
+        return math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in groups) / df), df
+
+    values = {name: {r.seed: summarise(r, THRESHOLD)[key] for r in runs} for name, runs in pieces.items()}
+    a, df_a = pooled([list(v.values()) for v in values.values()])
+    full = values.get("full", {})
+    b, df_b = pooled([[v[s] - full[s] for s in v if s in full] for name, v in values.items() if name.startswith("lora")])
+    a *= math.sqrt(2)
+    return (a, df_a, "between seeds x √2") if not b >= a else (b, df_b, "LoRA - full on one seed")
+
+
+def detectable_text(pieces: dict[str, list], key: str, label: str, seeds: int = 5) -> str:
+    sd, df, source = paired_sd(pieces, key)
+    if not math.isfinite(sd):
+        return f"- {label}: no piece has two seeds yet."
+    separated, powered = T975_4 * sd / math.sqrt(seeds), (T975_4 + T80_4) * sd / math.sqrt(seeds)
+    return (f"- {label}: sd of a paired difference ≈ {sd:.3f} ({source}, {df} degrees of freedom). With {seeds} seeds "
+            f"a mean paired difference is separated from zero (its 95% interval excludes 0) when it exceeds "
+            f"**{separated:.3f}**; a true difference of **{powered:.3f}** is detected 80% of the time.")
+
+
 def piece_configs(root: Path, name: str, options: dict, objectives: list[str], seeds: int) -> list[TrainConfig]:
     base = TrainConfig.from_dict({**BASE, **options, "threads": 1, "progress": False})
     return [dataclasses.replace(base, objective=objective, seed=seed, output_dir=str(run_directory(root / name, objective, seed))).validate()
@@ -225,9 +276,117 @@ def rebuild_pilot(target: Path) -> str:
         "# Pilot\n\nBase model, held-out problems:\n\n" + base_table(json.loads((target / "base_rates.json").read_text()))
         + "\n\nGRPO in each configuration (mean ± 95% interval over seeds):\n\n" + pieces_table(pieces)
         + "\n\nLoRA minus full fine-tuning, paired by seed:\n\n"
-        + pairs_table({k: v for k, v in pieces.items() if k == "full" or k.startswith("lora")}, "full") + "\n"
+        + pairs_table({k: v for k, v in pieces.items() if k == "full" or k.startswith("lora")}, "full")
+        + "\n\nWhat 5 seeds can detect (from the pieces with two seeds):\n\n"
+        + detectable_text(pieces, "accuracy_final", "held-out accuracy at the end") + "\n"
+        + detectable_text(pieces, "reward_per_update_early", "reward per update, first half") + "\n"
     )
     atomic_write_text(target / "pilot.md", text)
+    return text
+
+
+def cut_share(run) -> float:
+    """Mean share of tokens whose gradient the objective cut or damped: 1 - survival for
+    MHPO (its hazard damping), the masked share for M2PO, the clipped share for clipped
+    objectives (both sides). Each objective's own indicator: they are not the same quantity."""
+    for keys, transform in ((("mhpo/survival",), lambda v: 1.0 - v[0]), (("m2po/masked_frac",), lambda v: v[0]),
+                            (("clip/low_frac", "clip/high_frac"), sum)):  # fmt: skip
+        series = [run.series(k)[1] for k in keys]
+        if all(series) and len({len(s) for s in series}) == 1:
+            return statistics.fmean(transform(v) for v in zip(*series))
+    return math.nan
+
+
+def verdict(values: list[float], effect: float) -> str:
+    """held (interval above 0) / reversed (below 0) / no effect of ±``effect`` or more (the
+    interval lies inside ±effect) / cannot tell (the interval reaches past ±effect)."""
+    mean, half = mean_ci(values)
+    if not math.isfinite(mean) or len(values) < 2:
+        return "cannot tell"
+    if mean - half > 0:
+        return "**held**"
+    if mean + half < 0:
+        return "**reversed**"
+    if -effect < mean - half and mean + half < effect:
+        return f"did not hold (no effect of ±{effect:.3g} or more)"
+    return "cannot tell at this scale"
+
+
+def claims_tables(pieces: dict[str, list]) -> str:
+    """Per piece: every objective against GRPO (and the claimed one, MHPO or A-HPO, against the
+    others) paired by seed, with verdicts; then the stability indicators of every objective."""
+    out = []
+    for name, runs in pieces.items():
+        summary = {}
+        for run in runs:
+            row = summarise(run, THRESHOLD)
+            row["cut_share"] = cut_share(run)
+            row["collapsed"] = float(row["accuracy_final"] < row["accuracy_start"] - COLLAPSE)
+            summary.setdefault(run.label, {})[run.seed] = row
+        labels = [o for o in MAIN.get(name, (None, sorted(summary)))[1] if o in summary]
+        grpo_early = [r["reward_per_update_early"] for r in summary.get("grpo", {}).values()]
+        early_effect = EARLY_REWARD_EFFECT * statistics.fmean(grpo_early) if grpo_early else math.nan
+        claimed = "a_hpo" if "a_hpo" in labels else "mhpo"
+        out += [f"### `{name}`", "", "| pair | seeds | Δ held-out acc. | verdict (acc.) | Δ reward per update | "
+                "Δ reward per update, first half | verdict (first half) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        pairs = [(a, "grpo") for a in labels if a != "grpo"] + [(claimed, b) for b in labels if b not in (claimed, "grpo")]
+        for a, b in pairs:
+            if a not in summary or b not in summary:
+                continue
+            seeds = sorted(set(summary[a]) & set(summary[b]))
+            d = {k: [summary[a][s][k] - summary[b][s][k] for s in seeds] for k in ("accuracy_final", "reward_per_update", "reward_per_update_early")}
+            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | {verdict(d['accuracy_final'], ACCURACY_EFFECT)} | "
+                       f"{format_ci(d['reward_per_update'])} | {format_ci(d['reward_per_update_early'])} | "
+                       f"{verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
+        keys = (("accuracy_start", "acc. at step 0", 3), ("accuracy_final", "acc. at the end", 3),
+                ("reward_per_update_early", "reward per update, first half", 3), ("grad_spikes", "grad-norm spikes", 1),
+                ("max_ratio", "largest ratio", 2), ("final_entropy", "final entropy", 3),
+                ("cut_share", "tokens cut or damped", 3), ("clipped_frac", "steps grad-clipped", 2))  # fmt: skip
+        out += ["", "| objective | seeds | " + " | ".join(k[1] for k in keys) + " | collapsed |", "|---|---|" + "---|" * (len(keys) + 1)]
+        for label in labels:
+            rows = list(summary[label].values())
+            cells = [format_ci([r[k] for r in rows], d) for k, _, d in keys]
+            out.append(f"| `{label}` | {len(rows)} | " + " | ".join(cells) + f" | {int(sum(r['collapsed'] for r in rows))}/{len(rows)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def export_main(out: Path, publish: Path) -> None:
+    """Publish the main parts' runs as they stand (no training, so any code version may do
+    it): each piece's compact CSV, then the tables rebuilt from the CSVs."""
+    for name in MAIN:
+        if (out / "main" / name / "runs").is_dir():
+            (publish / "main" / name).mkdir(parents=True, exist_ok=True)
+            export_csv(find_runs([out / "main" / name / "runs"]), publish / "main" / name / "runs.csv")
+    if (out / "main" / "timing.json").exists():
+        shutil.copyfile(out / "main" / "timing.json", publish / "main" / "timing.json")
+    print(rebuild_main(publish / "main"))
+
+
+def run_main(out: Path, publish: Path, jobs: int) -> None:
+    check_code_version(out)
+    run_pieces(out / "main", publish / "main", MAIN, jobs)
+    shutil.copyfile(out / "main" / "timing.json", publish / "main" / "timing.json")
+    print(rebuild_main(publish / "main"))
+
+
+def rebuild_main(target: Path) -> str:
+    """The main parts' reports and claims tables from the published CSVs alone."""
+    pieces = {}
+    for name in MAIN:
+        if (target / name / "runs.csv").exists():
+            build_report([target / name / "runs.csv"], target / name, threshold=THRESHOLD, order=MAIN[name][1], title=name)
+            pieces[name] = load_csv(target / name / "runs.csv")
+    text = (
+        "# The claims on SmolLM2-135M-Instruct\n\nPaired by seed (same LoRA initialisation, prompts and "
+        "sampling seed); mean ± 95% interval over seeds (t distribution). Verdicts: **held** when the interval "
+        f"lies above 0, **reversed** below 0, *did not hold* when it lies within ±{ACCURACY_EFFECT} held-out "
+        f"accuracy (or ±{EARLY_REWARD_EFFECT:g}x GRPO's early reward per update), *cannot tell* otherwise. A run "
+        f"collapsed when its held-out accuracy ended more than {COLLAPSE} below its start. Tokens cut or damped: "
+        "each objective's own indicator (clipped share; M2PO's masked share; 1 - MHPO's hazard survival).\n\n"
+        + claims_tables(pieces)
+    )
+    atomic_write_text(target / "claims.md", text)
     return text
 
 
@@ -236,15 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/smollm2_claims", help="study directory (default: %(default)s)")
     parser.add_argument("--publish", default=str(HERE.parent / "docs" / "results" / "smollm2_claims"),
                         help="where the CSVs and reports go (default: docs/results/smollm2_claims)")
-    parser.add_argument("--part", default="pilot", choices=["pilot"], help="which part (default: %(default)s)")
+    parser.add_argument("--part", default="pilot", choices=["pilot", "main"], help="which part (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     parser.add_argument("--from-docs", action="store_true", help="only rebuild the reports and tables from the published CSVs")
+    parser.add_argument("--export", action="store_true", help="only publish the main runs as they stand (CSVs, tables)")
     args = parser.parse_args(argv)
     publish = Path(args.publish)
     if args.from_docs:
-        print(rebuild_pilot(publish / "pilot"))
-    else:
+        print(rebuild_pilot(publish / "pilot") if args.part == "pilot" else rebuild_main(publish / "main"))
+    elif args.export:
+        export_main(Path(args.out), publish)
+    elif args.part == "pilot":
         run_pilot(Path(args.out), publish, args.jobs)
+    else:
+        run_main(Path(args.out), publish, args.jobs)
     return 0
 
 

@@ -442,3 +442,39 @@ def test_the_smollm2_claims_pieces_run_from_one_queue_and_resume(tmp_path, monke
     order = claims.run_order(claims.piece_configs(tmp_path, "x", {}, ["grpo", "mhpo"], 5))
     assert [(c.objective, c.seed) for c in order[:4]] == [("grpo", 0), ("grpo", 1), ("mhpo", 0), ("mhpo", 1)]
     assert [c.seed for c in order] == [0, 1, 0, 1, 2, 3, 2, 3, 4, 4]
+
+
+def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path):
+    """The claims tables rebuild from the published CSVs: paired differences, the verdict rule
+    and the stability indicators, against values worked out by hand."""
+    from mhpo.study.runs import Run
+
+    claims = _load_study("smollm2_claims")
+    # 3 values, t(2) = 4.303: sd 0.01 -> half-width 4.303 * 0.01 / √3 = 0.0248
+    assert claims.verdict([0.10, 0.12, 0.11], 0.05) == "**held**"
+    assert claims.verdict([-0.10, -0.12, -0.11], 0.05) == "**reversed**"
+    assert claims.verdict([-0.01, 0.0, 0.01], 0.05).startswith("did not hold")
+    assert claims.verdict([-0.2, 0.0, 0.2], 0.05) == "cannot tell at this scale"
+    assert claims.verdict([0.3], 0.05) == "cannot tell"
+
+    def run(label, seed, final, reward, extra):
+        records = [{"step": 0, "eval/accuracy": 0.30}]
+        records += [{"step": s, "reward/mean": reward, **extra} for s in range(1, 5)]
+        return Run(label, seed, tmp_path, {}, records + [{"step": 4, "eval/accuracy": final}])
+
+    clip = {"clip/low_frac": 0.01, "clip/high_frac": 0.02}
+    runs = [run("grpo", s, a, 0.2, clip) for s, a in enumerate((0.40, 0.10, 0.42))]
+    runs += [run("mhpo", s, a, 0.3, {"mhpo/survival": 0.9}) for s, a in enumerate((0.45, 0.16, 0.46))]
+    (tmp_path / "main" / "standard").mkdir(parents=True)
+    export_csv(runs, tmp_path / "main" / "standard" / "runs.csv")
+    text = claims.rebuild_main(tmp_path / "main")
+    assert text == (tmp_path / "main" / "claims.md").read_text()
+    # mhpo - grpo per seed: +0.05, +0.06, +0.04 -> 0.050 ± 0.025, held; reward +0.1 on every step
+    assert "| `mhpo` - `grpo` | 3 | 0.050 ± 0.025 | **held** | 0.100 ± 0.000 | 0.100 ± 0.000 | **held** |" in text
+    # grpo seed 1 ended 0.20 below its start (collapsed); cut share 0.01 + 0.02; mhpo's 1 - 0.9
+    # grpo seed 1 and mhpo seed 1 ended more than 0.10 below their start (collapsed); cut share
+    # 0.01 + 0.02 for grpo, 1 - 0.9 for mhpo; no gradient clipping logged (n/a)
+    grpo_row, mhpo_row = (text.split(f"| `{label}` | 3 | ")[-1].split("\n")[0] for label in ("grpo", "mhpo"))
+    assert grpo_row.startswith("0.300 ± 0.000 | 0.307 ± 0.445 | 0.200 ± 0.000 |")  # 0.40, 0.10, 0.42: sd 0.179
+    assert grpo_row.endswith("| 0.030 ± 0.000 | n/a | 1/3 |") and mhpo_row.endswith("| 0.100 ± 0.000 | n/a | 1/3 |")
+    assert (tmp_path / "main" / "standard" / "report.md").exists()

@@ -133,6 +133,8 @@ CSV_KEYS = [
     "grad_norm/max", "grad_norm/mean", "entropy/mean", "ratio/max", "ratio/min", "ratio/mean",
     "log_ratio/abs_mean", "kl/old_k3", "clip/low_frac", "clip/high_frac", "grad_weight/mean",
     "length/mean", "length/truncated_frac", "loss", "time/step", "time/eval", "grad_norm/clipped_frac",
+    # what MHPO, M2PO and HPO cut or damp instead of clipping (empty for other objectives)
+    "mhpo/survival", "m2po/masked_frac", "hpo/alpha",
 ]  # fmt: skip
 
 

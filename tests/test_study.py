@@ -415,7 +415,11 @@ def test_the_smollm2_claims_pilot_tables_rebuild_from_its_csvs(tmp_path):
     # lora-5e-5 - full per seed: +0.05, +0.01 -> 0.030 ± 0.254; lora-2e-4: -0.10, -0.06 -> -0.080 ± 0.254
     assert "| `lora-5e-5` - `full` | 2 | 0.030 ± 0.254 |" in text
     assert "| `lora-2e-4` - `full` | 2 | -0.080 ± 0.254 |" in text
-    assert "`stress-2e-4` - `full`" not in text and (tmp_path / "full" / "report.md").exists()
+    assert "`stress-2e-5` - `full`" not in text and (tmp_path / "full" / "report.md").exists()
+    # paired sd: pooled over (+0.05, +0.01) and (-0.10, -0.06), each variance 0.0008 -> 0.0283 with
+    # 2 degrees of freedom; 5 seeds: 2.776 * 0.0283 / √5 = 0.035, (2.776 + 0.941) * 0.0283 / √5 = 0.047
+    assert ("- held-out accuracy at the end: paired sd 0.028 (2 degrees of freedom): separated above **0.035**, "
+            "detected 80% of the time at 0.047;") in text  # fmt: skip
 
 
 def test_the_smollm2_claims_pieces_run_from_one_queue_and_resume(tmp_path, monkeypatch):

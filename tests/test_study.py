@@ -438,6 +438,8 @@ def test_the_smollm2_claims_pieces_run_from_one_queue_and_resume(tmp_path, monke
         assert (tmp_path / "study" / name / "report.md").exists()
     assert {r["lr"] for r in (yaml.safe_load((tmp_path / "study" / n / "runs" / f"{o}-seed0" / "config.yaml").read_text())
             for n, o in (("a", "grpo"), ("b", "mhpo")))} == {TINY["lr"], 1e-4}  # fmt: skip
+    # finished runs keep their metrics, not their checkpoints (the disk holds only so many)
+    assert not list((tmp_path / "study").rglob("checkpoints")) and (tmp_path / "study" / "a" / "runs" / "grpo-seed0" / "done").exists()
     before = (tmp_path / "study" / "a" / "runs" / "grpo-seed0" / "metrics.jsonl").read_text()
     claims.run_pieces(tmp_path / "study", tmp_path / "docs", pieces, jobs=2)  # finished: nothing reruns
     assert (tmp_path / "study" / "a" / "runs" / "grpo-seed0" / "metrics.jsonl").read_text() == before
@@ -482,3 +484,23 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path):
     assert grpo_row.startswith("0.300 ± 0.000 | 0.307 ± 0.445 | 0.200 ± 0.000 |")  # 0.40, 0.10, 0.42: sd 0.179
     assert grpo_row.endswith("| 0.030 ± 0.000 | n/a | 1/3 |") and mhpo_row.endswith("| 0.100 ± 0.000 | n/a | 1/3 |")
     assert (tmp_path / "main" / "standard" / "report.md").exists()
+
+
+def test_the_smollm2_claims_main_reuses_only_identical_pilot_runs(tmp_path, monkeypatch):
+    """A finished pilot run is copied into the main part when its configuration is the main
+    run's, option for option; another configuration is refused, not silently reused."""
+    claims = _load_study("smollm2_claims")
+    monkeypatch.setattr(claims, "BASE", {**TINY, "steps": 2, "max_grad_norm": float("inf"), "relative_clip": 3.0,
+                                         "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    claims.run_pieces(tmp_path / "pilot", tmp_path / "docs", {"p": ({}, ["grpo"], 1)}, jobs=1)
+    monkeypatch.setattr(claims, "MAIN", {"m": ({"checkpoint_every": 1}, ["grpo", "mhpo"], 2)})
+    monkeypatch.setattr(claims, "REUSED", {"m": "p"})
+    copied = claims.reuse_pilot_runs(tmp_path)
+    source, target = tmp_path / "pilot" / "p" / "runs" / "grpo-seed0", tmp_path / "main" / "m" / "runs" / "grpo-seed0"
+    assert copied == [f"{source} -> {target}"]  # only the pilot's seed 0 of grpo exists
+    assert (target / "metrics.jsonl").read_text() == (source / "metrics.jsonl").read_text() and (target / "done").exists()
+    assert claims.reuse_pilot_runs(tmp_path) == []  # already there
+    monkeypatch.setattr(claims, "MAIN", {"m2": ({"lr": 5e-4}, ["grpo"], 1)})
+    monkeypatch.setattr(claims, "REUSED", {"m2": "p"})
+    with pytest.raises(SystemExit, match="lr"):
+        claims.reuse_pilot_runs(tmp_path)

@@ -9,7 +9,9 @@ report runs.csv`, so what docs/results shows is what the committed CSV gives. Th
 study's and the controls' cross-cell tables (as in docs/results.md) are printed. The
 learning-rate sweep's pieces are merged into one CSV whose run labels carry the rate, and its
 report is `mhpo report runs.csv --sweep lr`. Without the run directories (a fresh clone), the
-same command with --from-docs rebuilds the reports and tables from the committed CSVs.
+same command with --from-docs rebuilds the reports and tables from the committed CSVs. The
+SmolLM2 claims study publishes its own CSVs as it runs; its reports, pilot.md and claims.md
+are rebuilt here from them.
 """
 
 from __future__ import annotations
@@ -166,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     smollm2 = _load("smollm2")
     publish_cell(source(results / "smollm2"), docs / "smollm2", threshold=smollm2.THRESHOLD,
                  order=smollm2.OBJECTIVES, title="SmolLM2-135M-Instruct on short-answer arithmetic")  # fmt: skip
+
+    # The claims study publishes itself as it runs (studies/smollm2_claims.py); from its CSVs:
+    claims, published = _load("smollm2_claims"), docs / "smollm2_claims"
+    if (published / "pilot" / "base_rates.json").exists():
+        print(claims.rebuild_pilot(published / "pilot"))
+    if list((published / "main").glob("*/runs.csv")):
+        print(claims.rebuild_main(published / "main"))
     return 0
 
 

@@ -1,7 +1,8 @@
 """The papers' claims on a real pretrained model: SmolLM2-135M-Instruct, paired by seed.
 
     .venv/bin/python studies/smollm2_claims.py --part pilot     # base rates, LoRA against full, learning rates
-    .venv/bin/python studies/smollm2_claims.py --part pilot --from-docs   # rebuild its tables from the CSVs
+    .venv/bin/python studies/smollm2_claims.py --part main      # the claims: 5 seeds per cell
+    .venv/bin/python studies/smollm2_claims.py --part main --from-docs   # rebuild its tables from the CSVs
 
 The pilot chooses the main runs' setting and says what they can detect:
 
@@ -14,9 +15,13 @@ The pilot chooses the main runs' setting and says what they can detect:
 - ``stress-*``: GRPO with full fine-tuning (what the main runs use, chosen from the pieces
   above) at mu = 4 (four passes over each batch, so most updates are off-policy) at two
   learning rates, 10 steps, for the stress regime where GRPO degrades;
-- ``sparse-*``: GRPO with full fine-tuning on three-operand arithmetic with products
-  (``mix3-20``, where the base model's sampled reward is about 3%) at two learning rates: does
-  it learn there within the runs' length?
+- ``sparse-*``: GRPO with full fine-tuning on sparse-reward candidates: does it learn there
+  within the runs' length?
+
+The main part (``MAIN``) runs GRPO, MHPO, DAPO and M2PO in the standard and the stress regime
+(MHPO's claims: accuracy and stability) and GRPO, HPO and A-HPO on the sparse task (A-HPO's
+claim: reward per update early in training), 5 seeds each; ``claims.md`` gives every pair's
+difference with a verdict by a rule fixed before the runs (``verdict``).
 
 Every run uses the controls study's relative gradient clipping (no fixed threshold; a step is
 clipped at 3x the median norm of the run's earlier steps), float32, and evaluates 200
@@ -78,7 +83,7 @@ PILOT = {  # piece: (options over BASE, objectives, seeds)
     "sparse-mix3-4e-5": ({"lr": 4e-5, "num_operands": 3, "operators": "+-*"}, ["grpo"], 1),
     # so two less sparse candidates, two seeds each at the standard rate
     "sparse-add2-99": ({"max_operand": 99}, ["grpo"], 2),
-    "sparse-add3-20": ({"num_operands": 3}, ["grpo"], 2),
+    "sparse-add2-50": ({"max_operand": 50}, ["grpo"], 2),
 }
 CANDIDATES = {  # task options over BASE for the sparse-reward part
     "add2-20": {"num_operands": 2, "max_operand": 20, "operators": "+-"},
@@ -87,6 +92,7 @@ CANDIDATES = {  # task options over BASE for the sparse-reward part
     "mul2-99": {"num_operands": 2, "max_operand": 99, "operators": "*"},
     "add2-99": {"num_operands": 2, "max_operand": 99, "operators": "+-"},
     "add3-20": {"num_operands": 3, "max_operand": 20, "operators": "+-"},
+    "add2-50": {"num_operands": 2, "max_operand": 50, "operators": "+-"},
 }
 THRESHOLD = 0.3
 # The main parts, chosen from the pilot (docs/results/smollm2_claims/pilot/pilot.md): full

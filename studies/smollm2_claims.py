@@ -78,7 +78,7 @@ PILOT = {  # piece: (options over BASE, objectives, seeds)
     "stress-2e-5": ({"lr": 2e-5, "mu": 4, "steps": 10}, ["grpo"], 1),
     "stress-8e-5": ({"lr": 8e-5, "mu": 4, "steps": 10}, ["grpo"], 1),
     # does GRPO learn at all, within the runs' length, where the base model starts near 3%?
-    # (it did not: 17 of 19 steps had no correct completion, so nothing to learn from)
+    # (hardly: 16 and 17 of 20 steps had no correct completion, so nothing to learn from)
     "sparse-mix3-1e-5": ({"lr": 1e-5, "num_operands": 3, "operators": "+-*"}, ["grpo"], 1),
     "sparse-mix3-4e-5": ({"lr": 4e-5, "num_operands": 3, "operators": "+-*"}, ["grpo"], 1),
     # so a less sparse candidate (sampled reward 4%), two seeds at the standard rate: it learns

@@ -43,7 +43,7 @@ def make_batch(
 ) -> Batch:
     """Random log-probs with |δ| up to ~spread, right padding, optionally one empty completion."""
     gen = torch.Generator().manual_seed(seed)
-    old = -torch.rand(batch, length, generator=gen, dtype=dtype) * 3 - 0.05
+    old = -torch.rand(batch, length, generator=gen, dtype=dtype) * 3 - 0.05 - spread  # logp = old + δ stays < 0
     log_ratio = (torch.rand(batch, length, generator=gen, dtype=dtype) * 2 - 1) * spread
     lengths = torch.randint(1, length + 1, (batch,), generator=gen)
     lengths[0] = length  # at least one full-length completion

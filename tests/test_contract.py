@@ -149,8 +149,10 @@ def test_data_parallel_split_invariance(name):
 @pytest.mark.parametrize("shift", [50.0, -50.0])
 def test_extreme_log_ratios_stay_finite(name, shift):
     b = make_batch(seed=4)
-    logp = (b.old_logp + shift).requires_grad_(True)
-    out = mhpo.policy_loss(name, logp, b.old_logp, b.advantages, b.mask, ref_logp=b.ref_logp, beta=0.1)
+    # δ = shift with both log-probabilities <= 0: the current one moves down, or the old one
+    old_logp = b.old_logp - max(shift, 0.0)
+    logp = (b.old_logp + min(shift, 0.0)).requires_grad_(True)
+    out = mhpo.policy_loss(name, logp, old_logp, b.advantages, b.mask, ref_logp=b.ref_logp, beta=0.1)
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert torch.isfinite(logp.grad).all()
@@ -326,10 +328,11 @@ def test_half_precision_is_finite_across_the_clamp_range(name, dtype):
     """float16 overflows at e^11.1: log-ratios of 10-20 and a reference 12 nats away gave inf
     losses (clipped objectives, KL) or NaN gradients (SAPO) when computed in the input dtype."""
     b = make_batch(seed=11)
+    base = b.old_logp - 32.0  # every log-probability below stays <= 0
     for shift in (-20.0, -15.0, -12.0, -10.0, 10.0, 12.0, 15.0, 20.0):
-        old = b.old_logp.to(dtype)
-        logp = (b.old_logp + shift).to(dtype).requires_grad_(True)
-        ref = (b.old_logp + shift + 12.0).to(dtype)
+        old = base.to(dtype)
+        logp = (base + shift).to(dtype).requires_grad_(True)
+        ref = (base + shift + 12.0).to(dtype)
         out = mhpo.policy_loss(name, logp, old, b.advantages.to(dtype), b.mask, ref_logp=ref, beta=0.1)
         out.loss.backward()
         assert torch.isfinite(out.loss), (shift, out.loss)
@@ -356,3 +359,32 @@ def test_empty_batches_give_a_zero_loss(name, shape):
     out = mhpo.policy_loss(name, logp, logp.detach(), torch.zeros(shape[0], dtype=torch.float64), torch.ones(shape))
     out.loss.backward()
     assert out.loss.item() == 0.0 and out.per_token.shape == shape and logp.grad.shape == shape
+
+
+READS_LOGP = [name for name in ALL if mhpo.get_objective(name).uses_logp]
+
+
+@pytest.mark.parametrize("name", READS_LOGP)
+def test_positive_log_probabilities_are_refused_where_the_objective_reads_them(name):
+    """DPPO reads π = exp(log π) (above 1 its binary KL takes the log of a negative number and
+    the token is silently masked), Clip-Cov and KL-Cov read log π: values above 0 are logits or
+    a sign error, refused with the fix named. Padding may hold anything; a ratio-only objective
+    cannot tell and is not checked."""
+    assert {"dppo_tv", "dppo_kl", "clip_cov", "kl_cov"} <= set(READS_LOGP)
+    b = make_batch(seed=21)
+    logp, old = b.logp.detach().clone(), b.old_logp.clone()
+    for label in ("logp", "old_logp"):
+        bad_logp, bad_old = logp.clone(), old.clone()
+        (bad_logp if label == "logp" else bad_old)[0, 0] = 0.5
+        with pytest.raises(ValueError, match=rf"^{label} is above 0 .*'{name}' reads log-probabilities"):
+            mhpo.policy_loss(name, bad_logp, bad_old, b.advantages, b.mask)
+        mhpo.policy_loss(name, bad_logp, bad_old, b.advantages, b.mask, check_inputs=False)  # the caller's choice
+    padded = logp.clone()
+    padded[-1, :] = 3.0  # the empty last row: padding only
+    assert b.mask[-1].sum() == 0 and torch.isfinite(mhpo.policy_loss(name, padded, old, b.advantages, b.mask).loss)
+    rounding = logp.clone()
+    rounding[0, 0] = 1e-4  # rounding above 0 is accepted
+    mhpo.policy_loss(name, rounding, old, b.advantages, b.mask)
+    shifted = logp + 2.0  # a ratio-only objective gives the same loss either way
+    assert mhpo.policy_loss("grpo", shifted, old + 2.0, b.advantages, b.mask).loss == pytest.approx(
+        mhpo.policy_loss("grpo", logp, old, b.advantages, b.mask).loss.item(), rel=1e-12)

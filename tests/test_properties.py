@@ -22,7 +22,9 @@ def batches(draw, max_batch=6, max_length=9):
     scale = draw(st.sampled_from([1e-4, 0.3, 2.0, 30.0]))
     gen = torch.Generator().manual_seed(seed)
     old = -torch.rand(batch, length, generator=gen, dtype=F64) * 5
-    logp = (old + torch.randn(batch, length, generator=gen, dtype=F64) * scale).requires_grad_(True)
+    delta = torch.randn(batch, length, generator=gen, dtype=F64) * scale
+    old = old - delta.clamp(min=0)  # log-probabilities, both <= 0, δ as drawn
+    logp = (old + delta).requires_grad_(True)
     mask = (torch.rand(batch, length, generator=gen) < draw(st.floats(0.0, 1.0))).to(F64)
     advantages = torch.randn(batch, generator=gen, dtype=F64) * draw(st.sampled_from([0.0, 1.0, 10.0]))
     return logp, old, advantages, mask

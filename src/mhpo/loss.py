@@ -48,6 +48,11 @@ def _check_tensor(name: str, value: Any, shape: tuple[int, ...] | None = None) -
     return value
 
 
+# How far above 0 a log-probability may be from rounding before it is refused (for the
+# objectives that read log π_θ itself; a ratio-only objective cannot tell).
+LOGP_TOLERANCE = 1e-3
+
+
 def _check_finite(name: str, value: Tensor, counted: Tensor | None) -> None:
     bad = ~torch.isfinite(value)
     if counted is not None:
@@ -207,6 +212,14 @@ def _prepare(
         for label, value in (("ref_logp", ref_logp), ("is_weights", is_weights), ("entropy", entropy)):
             if value is not None:
                 _check_finite(label, value.detach(), counted)
+        if spec.uses_logp:  # the objective reads log π_θ itself (DPPO: the probability π), not only the ratio
+            for label, value in (("logp", logp.detach()), ("old_logp", old_logp)):
+                if bool(((value > LOGP_TOLERANCE) & counted).any()):
+                    raise ValueError(
+                        f"{label} is above 0 at counted positions (largest {float(value[counted].max()):.4g}); "
+                        f"'{spec.name}' reads log-probabilities themselves, which are <= 0: pass log_softmax of the "
+                        "logits gathered at the sampled tokens, not logits or negated log-probabilities."
+                    )
         if is_weights is not None and bool(((is_weights < 0) & counted).any()):
             raise ValueError("is_weights must be >= 0 (importance-sampling correction weights).")
     bound = log_ratio_bound(logp.dtype)
@@ -283,7 +296,8 @@ def policy_loss(
         num_tokens, num_seqs, mean_length, max_length: global normalisers, see
             :func:`mhpo.aggregate`.
         alpha_min: lower bound of the adaptive α (default 0.1); only with ``"adaptive"``.
-        check_inputs: check mask values and finiteness (one device sync); turn off only in a
+        check_inputs: check mask values, finiteness and, where the objective reads log π_θ
+            itself, that log-probabilities are <= 0 (one device sync); turn off only in a
             hot loop whose inputs are already known to be good.
         **hyperparameters: the objective's hyperparameters (keyword-only), e.g. ``c=1.5``.
 

@@ -458,9 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", default="pilot", choices=["pilot", "main"], help="which part (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     parser.add_argument("--from-docs", action="store_true", help="only rebuild the reports and tables from the published CSVs")
-    parser.add_argument("--export", action="store_true", help="only publish the main runs as they stand (CSVs, tables)")
+    parser.add_argument("--export", action="store_true", help="with --part main: only publish its runs as they stand (CSVs, tables)")
     args = parser.parse_args(argv)
     publish = Path(args.publish)
+    if args.export and (args.part != "main" or args.from_docs):
+        parser.error("--export republishes the main part's runs: use it with --part main and without --from-docs")
     if args.from_docs:
         print(rebuild_pilot(publish / "pilot") if args.part == "pilot" else rebuild_main(publish / "main"))
     elif args.export:

@@ -438,7 +438,7 @@ def rebuild_main(target: Path) -> str:
             build_report([target / name / "runs.csv"], target / name, threshold=THRESHOLD, order=MAIN[name][1], title=name)
             pieces[name] = load_csv(target / name / "runs.csv")
     text = (
-        "# The claims on SmolLM2-135M-Instruct\n\nPaired by seed (same LoRA initialisation, prompts and "
+        "# The claims on SmolLM2-135M-Instruct\n\nPaired by seed (same starting weights, prompts and "
         "sampling seed); mean ± 95% interval over seeds (t distribution). Verdicts: **held** when the interval "
         f"lies above 0, **reversed** below 0, *did not hold* when it lies within ±{ACCURACY_EFFECT} held-out "
         f"accuracy (or ±{EARLY_REWARD_EFFECT:g}x GRPO's early reward per update), *cannot tell* otherwise. A run "

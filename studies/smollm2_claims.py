@@ -351,6 +351,18 @@ def verdict(values: list[float], effect: float) -> str:
     return "cannot tell at this scale"
 
 
+def stability_verdict(differences: dict[str, list[float]]) -> str:
+    """Is the first of a pair steadier? **held** when the interval of some paired difference in
+    ``differences`` (log10 largest ratio, grad-norm spikes: lower is steadier) lies below 0 and
+    none lies above; **reversed** the other way round; mixed when both; cannot tell otherwise."""
+    below = above = False
+    for values in differences.values():
+        mean, half = mean_ci(values)
+        if len([v for v in values if math.isfinite(v)]) > 1 and math.isfinite(mean):
+            below, above = below or mean + half < 0, above or mean - half > 0
+    return {(True, False): "**held**", (False, True): "**reversed**", (True, True): "mixed"}.get((below, above), "cannot tell")
+
+
 def claims_tables(pieces: dict[str, list]) -> str:
     """Per piece: every objective against GRPO (and the claimed one, MHPO or A-HPO, against the
     others) paired by seed, with verdicts; then the stability indicators of every objective."""
@@ -377,6 +389,16 @@ def claims_tables(pieces: dict[str, list]) -> str:
             out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | {verdict(d['accuracy_final'], ACCURACY_EFFECT)} | "
                        f"{format_ci(d['reward_per_update'])} | {format_ci(d['reward_per_update_early'])} | "
                        f"{verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
+        out += ["", "| pair | seeds | Δ log10 largest ratio | Δ grad-norm spikes | Δ final entropy | verdict (steadier) |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for a, b in pairs:
+            if a not in summary or b not in summary:
+                continue
+            seeds = sorted(set(summary[a]) & set(summary[b]))
+            d = {k: [f(summary[a][s][k]) - f(summary[b][s][k]) for s in seeds]
+                 for k, f in (("max_ratio", math.log10), ("grad_spikes", float), ("final_entropy", float))}  # fmt: skip
+            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['max_ratio'])} | {format_ci(d['grad_spikes'], 1)} | "
+                       f"{format_ci(d['final_entropy'])} | {stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
         keys = (("accuracy_start", "acc. at step 0", 3), ("accuracy_final", "acc. at the end", 3),
                 ("reward_per_update_early", "reward per update, first half", 3), ("grad_spikes", "grad-norm spikes", 1),
                 ("max_ratio", "largest ratio", 2), ("final_entropy", "final entropy", 3),
@@ -441,7 +463,9 @@ def rebuild_main(target: Path) -> str:
         "# The claims on SmolLM2-135M-Instruct\n\nPaired by seed (same starting weights, prompts and "
         "sampling seed); mean ± 95% interval over seeds (t distribution). Verdicts: **held** when the interval "
         f"lies above 0, **reversed** below 0, *did not hold* when it lies within ±{ACCURACY_EFFECT} held-out "
-        f"accuracy (or ±{EARLY_REWARD_EFFECT:g}x GRPO's early reward per update), *cannot tell* otherwise. A run "
+        f"accuracy (or ±{EARLY_REWARD_EFFECT:g}x GRPO's early reward per update), *cannot tell* otherwise. "
+        "Steadier: **held** when the interval of the paired difference in log10 largest ratio or in grad-norm "
+        "spikes lies below 0 and neither lies above (**reversed** the other way round, *mixed* both). A run "
         f"collapsed when its held-out accuracy ended more than {COLLAPSE} below its start. Tokens cut or damped: "
         "each objective's own indicator (clipped share; M2PO's masked share; 1 - MHPO's hazard survival).\n\n"
         + claims_tables(pieces)

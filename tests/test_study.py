@@ -462,22 +462,29 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path):
     assert claims.verdict([-0.01, 0.0, 0.01], 0.05).startswith("did not hold")
     assert claims.verdict([-0.2, 0.0, 0.2], 0.05) == "cannot tell at this scale"
     assert claims.verdict([0.3], 0.05) == "cannot tell"
+    # steadier: an interval below 0 and none above; both directions at once are mixed
+    assert claims.stability_verdict({"r": [-0.10, -0.12, -0.11], "s": [0.0, 0.0, 0.0]}) == "**held**"
+    assert claims.stability_verdict({"r": [0.10, 0.12, 0.11], "s": [-1.0, 1.0, 0.0]}) == "**reversed**"
+    assert claims.stability_verdict({"r": [-0.10, -0.12, -0.11], "s": [1.0, 1.0, 1.0]}) == "mixed"
+    assert claims.stability_verdict({"r": [-0.2, 0.0, 0.2], "s": [-1.0]}) == "cannot tell"
 
-    def run(label, seed, final, reward, extra):
+    def run(label, seed, final, reward, extra, ratio=2.0):
         records = [{"step": 0, "eval/accuracy": 0.30}]
-        records += [{"step": s, "reward/mean": reward, **extra} for s in range(1, 5)]
+        records += [{"step": s, "reward/mean": reward, "ratio/max": ratio, **extra} for s in range(1, 5)]
         return Run(label, seed, tmp_path, {}, records + [{"step": 4, "eval/accuracy": final}])
 
     clip = {"clip/low_frac": 0.01, "clip/high_frac": 0.02}
     runs = [run("grpo", s, a, 0.2, clip) for s, a in enumerate((0.40, 0.10, 0.42))]
-    runs += [run("mhpo", s, a, 0.3, {"mhpo/survival": 0.9}) for s, a in enumerate((0.45, 0.16, 0.46))]
+    runs += [run("mhpo", s, a, 0.3, {"mhpo/survival": 0.9}, r) for s, (a, r) in enumerate(((0.45, 1.0), (0.16, 0.2), (0.46, 2.0)))]
     (tmp_path / "main" / "standard").mkdir(parents=True)
     export_csv(runs, tmp_path / "main" / "standard" / "runs.csv")
     text = claims.rebuild_main(tmp_path / "main")
     assert text == (tmp_path / "main" / "claims.md").read_text()
     # mhpo - grpo per seed: +0.05, +0.06, +0.04 -> 0.050 ± 0.025, held; reward +0.1 on every step
     assert "| `mhpo` - `grpo` | 3 | 0.050 ± 0.025 | **held** | 0.100 ± 0.000 | 0.100 ± 0.000 | **held** |" in text
-    # grpo seed 1 ended 0.20 below its start (collapsed); cut share 0.01 + 0.02; mhpo's 1 - 0.9
+    # largest ratio: grpo 2.0 on every seed, mhpo 1.0, 0.2, 2.0 -> log10 differences -0.301, -1,
+    # 0: mean -0.4337, sd 0.5131, half-width 4.303 * 0.51303 / √3 = 1.2745; no spikes; steadier not shown
+    assert "| `mhpo` - `grpo` | 3 | -0.434 ± 1.275 | 0.0 ± 0.0 | n/a | cannot tell |" in text
     # grpo seed 1 and mhpo seed 1 ended more than 0.10 below their start (collapsed); cut share
     # 0.01 + 0.02 for grpo, 1 - 0.9 for mhpo; no gradient clipping logged (n/a)
     grpo_row, mhpo_row = (text.split(f"| `{label}` | 3 | ")[-1].split("\n")[0] for label in ("grpo", "mhpo"))

@@ -381,24 +381,21 @@ def claims_tables(pieces: dict[str, list]) -> str:
         out += [f"### `{name}`", "", "| pair | seeds | Δ held-out acc. | verdict (acc.) | Δ reward per update | "
                 "Δ reward per update, first half | verdict (first half) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         pairs = [(a, "grpo") for a in labels if a != "grpo"] + [(claimed, b) for b in labels if b not in (claimed, "grpo")]
-        for a, b in pairs:
-            if a not in summary or b not in summary:
-                continue
-            seeds = sorted(set(summary[a]) & set(summary[b]))
-            d = {k: [summary[a][s][k] - summary[b][s][k] for s in seeds] for k in ("accuracy_final", "reward_per_update", "reward_per_update_early")}
-            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | {verdict(d['accuracy_final'], ACCURACY_EFFECT)} | "
-                       f"{format_ci(d['reward_per_update'])} | {format_ci(d['reward_per_update_early'])} | "
-                       f"{verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
-        out += ["", "| pair | seeds | Δ log10 largest ratio | Δ grad-norm spikes | Δ final entropy | verdict (steadier) |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+        steadier = ["", "| pair | seeds | Δ log10 largest ratio | Δ grad-norm spikes | Δ final entropy | verdict (steadier) |",
+                    "|---|---|---|---|---|---|"]  # fmt: skip
         for a, b in pairs:
             if a not in summary or b not in summary:
                 continue
             seeds = sorted(set(summary[a]) & set(summary[b]))
             d = {k: [f(summary[a][s][k]) - f(summary[b][s][k]) for s in seeds]
-                 for k, f in (("max_ratio", math.log10), ("grad_spikes", float), ("final_entropy", float))}  # fmt: skip
-            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['max_ratio'])} | {format_ci(d['grad_spikes'], 1)} | "
-                       f"{format_ci(d['final_entropy'])} | {stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
+                 for k, f in (("accuracy_final", float), ("reward_per_update", float), ("reward_per_update_early", float),
+                              ("max_ratio", math.log10), ("grad_spikes", float), ("final_entropy", float))}  # fmt: skip
+            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | {verdict(d['accuracy_final'], ACCURACY_EFFECT)} | "
+                       f"{format_ci(d['reward_per_update'])} | {format_ci(d['reward_per_update_early'])} | "
+                       f"{verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
+            steadier.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['max_ratio'])} | {format_ci(d['grad_spikes'], 1)} | "
+                            f"{format_ci(d['final_entropy'])} | {stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
+        out += steadier
         keys = (("accuracy_start", "acc. at step 0", 3), ("accuracy_final", "acc. at the end", 3),
                 ("reward_per_update_early", "reward per update, first half", 3), ("grad_spikes", "grad-norm spikes", 1),
                 ("max_ratio", "largest ratio", 2), ("final_entropy", "final entropy", 3),

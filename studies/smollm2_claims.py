@@ -28,12 +28,15 @@ clipped at 3x the median norm of the run's earlier steps), float32, and evaluate
 held-out problems at its start (once per starting weights: the objectives of a seed share it)
 and at its end. Runs go two at a time (one thread each) from one queue.
 
-A study runs at one version of mhpo: the first invocation records a fingerprint of the
-installed package's source in ``<out>/code.json``, and a later invocation with other code
-refuses to continue (finished and interrupted runs are otherwise resumed where they stopped,
-so the study can be spread over several sessions). The compact CSVs, reports and tables are
-published to docs/results/smollm2_claims/, from which ``--from-docs`` (or ``mhpo report
-<csv>``) rebuilds them.
+Each part runs at one version of mhpo: its first invocation records a fingerprint of the
+installed package's source in ``code.json`` (in the study directory and beside the published
+runs), and a later invocation with other code refuses to continue. Every finished run is
+published at once to docs/results/smollm2_claims/<part>/<piece>/ (its rows in the compact
+``runs.csv``, its configuration in ``configs.json``): that is the study's lasting record, so a
+study spread over several sessions, or machines, skips what is published and resumes an
+interrupted run from its checkpoint where the study directory is still there. ``--hours``
+starts no run after that many hours, for a session of limited length. ``--from-docs`` (or
+``mhpo report <csv>``) rebuilds the reports and tables from the published CSVs.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ import mhpo
 from mhpo.files import atomic_path, atomic_write_text
 from mhpo.study.compare import run_one, check_existing_runs, machine, record_invocation, run_directory, run_parallel
 from mhpo.study.report import build_report
-from mhpo.study.runs import export_csv, find_runs, load_csv
+from mhpo.study.runs import export_csv, find_runs, load_csv, run_label
 from mhpo.study.stats import mean_ci
 from mhpo.study.summary import format_ci, summarise
 from mhpo.train.config import NOT_IDENTITY, TrainConfig
@@ -105,8 +108,6 @@ MAIN = {  # piece: (options over BASE, objectives, seeds); GRPO first (the refer
     "stress": ({"lr": 2e-5, "mu": 4, "steps": 10}, ["grpo", "mhpo", "dapo", "m2po"], 5),
     "sparse": ({**SPARSE, "lr": 1e-5, "steps": 20}, ["grpo", "hpo", "a_hpo"], 5),
 }
-# Main runs whose configuration is a pilot piece's: the pilot's finished runs are copied, not rerun.
-REUSED = {"standard": "full", "stress": "stress-2e-5", "sparse": "sparse-add2-99"}
 # Decided before the main runs: the smallest differences worth calling an effect. Held-out
 # accuracy: 0.05 (5 points, the size of the gains the MHPO paper reports over GRPO); early
 # reward per update: a quarter of GRPO's own in that piece.
@@ -126,24 +127,32 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def check_code_version(out: Path) -> None:
-    """Record the code version on the first invocation; refuse to continue with another."""
-    path, now = out / "code.json", code_fingerprint()
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded["fingerprint"] != now:
-            raise SystemExit(
-                f"{out} holds runs made with another version of mhpo (source fingerprint {recorded['fingerprint']}, "
-                f"commit {recorded.get('commit') or 'unknown'}; this one is {now}). A study runs at one code version: "
-                "check that commit out to continue it, or give a new --out to start over."
-            )
-        return
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"fingerprint": now, "commit": commit or None}, indent=1) + "\n")
+def check_code_version(out: Path, target: Path) -> None:
+    """Record the code version of a part on its first invocation, in its study directory
+    ``out`` and beside its published runs in ``target`` (which outlives the study directory:
+    another machine continues from it); refuse to continue with other code."""
+    now = code_fingerprint()
+    for path in (out / "code.json", target / "code.json"):
+        if path.exists():
+            recorded = json.loads(path.read_text())
+            if recorded["fingerprint"] != now:
+                raise SystemExit(
+                    f"{path.parent} holds runs made with another version of mhpo (source fingerprint "
+                    f"{recorded['fingerprint']}, commit {recorded.get('commit') or 'unknown'}; this one is {now}). A study "
+                    "runs at one code version: check that commit out to continue it, or give a new --out and --publish "
+                    "to start over."
+                )
+    recorded = next((p.read_text() for p in (out / "code.json", target / "code.json") if p.exists()), None)
+    if recorded is None:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            commit = ""
+        recorded = json.dumps({"fingerprint": now, "commit": commit or None}, indent=1) + "\n"
+    for directory in (out, target):
+        directory.mkdir(parents=True, exist_ok=True)
+        if not (directory / "code.json").exists():
+            atomic_write_text(directory / "code.json", recorded)
 
 
 def base_rates(out: Path) -> str:
@@ -269,38 +278,99 @@ def run_order(configs: list[TrainConfig]) -> list[TrainConfig]:
     return sorted(configs, key=lambda cfg: cfg.seed // 2)
 
 
-def run_pieces(root: Path, target: Path, pieces: dict[str, tuple], jobs: int) -> None:
+def published_runs(target: Path, name: str) -> tuple[list, dict]:
+    """A piece's published runs (from ``target/<name>/runs.csv``) and their configurations
+    (``configs.json``, keyed ``<label>-seed<seed>``); none when it has not been published."""
+    csv_path, configs_path = target / name / "runs.csv", target / name / "configs.json"
+    if not csv_path.exists():
+        return [], {}
+    return load_csv(csv_path), (json.loads(configs_path.read_text()) if configs_path.exists() else {})
+
+
+def publish_piece(root: Path, target: Path, name: str) -> int:
+    """Publish a piece's finished runs: those in ``root/<name>/runs`` merged with those already
+    published (from an earlier machine, whose run directories are gone), as the compact CSV
+    and each run's configuration. The published CSV is the piece's lasting record: written
+    after every finished run, so whatever a session finished outlives it. Returns the runs."""
+    runs = find_runs([root / name / "runs"], left_out=[]) if (root / name / "runs").is_dir() else []
+    published, configs = published_runs(target, name)
+    local = {(r.label, r.seed) for r in runs}
+    merged = runs + [r for r in published if (r.label, r.seed) not in local]
+    configs.update({f"{r.label}-seed{r.seed}": TrainConfig.from_dict(r.config).to_dict() for r in runs})
+    (target / name).mkdir(parents=True, exist_ok=True)
+    export_csv(merged, target / name / "runs.csv")
+    atomic_write_text(target / name / "configs.json", json.dumps(configs, indent=1, sort_keys=True) + "\n")
+    return len(merged)
+
+
+def unpublished(configs: list[TrainConfig], target: Path, name_of) -> list[TrainConfig]:
+    """The configurations whose run is not published yet. A published run counts only when its
+    recorded configuration is this one, option for option (paths and the like aside): one made
+    with other options is refused, not silently taken for this one."""
+    todo, problems, cache = [], [], {}
+    for cfg in configs:
+        name = name_of(cfg)
+        if name not in cache:
+            cache[name] = published_runs(target, name)
+        runs, recorded = cache[name]
+        key = f"{run_label(cfg.to_dict())}-seed{cfg.seed}"
+        if not any(f"{r.label}-seed{r.seed}" == key for r in runs):
+            todo.append(cfg)
+        elif key not in recorded:
+            problems.append(f"{target / name}: {key} is in runs.csv without its configuration in configs.json")
+        else:
+            problems += [f"{target / name}: {key}: {c}" for c in cfg.changes_from(recorded[key], allowed=NOT_IDENTITY)]
+    if problems:
+        raise SystemExit("Published runs were made with other options than this study's (give a new --publish to "
+                         "start over):\n  " + "\n  ".join(problems))  # fmt: skip
+    return todo
+
+
+def run_pieces(root: Path, target: Path, pieces: dict[str, tuple], jobs: int, hours: float | None = None) -> None:
     """Run every piece (options over BASE, objectives, seeds) under ``root/<piece>``, ``jobs``
-    runs at a time (one thread each) from one queue, so no core idles between pieces; then
-    write each piece's report and publish its runs' compact CSV to ``target/<piece>/runs.csv``.
-    Finished runs are skipped and interrupted ones resume from their last checkpoint."""
+    runs at a time (one thread each) from one queue, so no core idles between pieces, and
+    publish each finished run at once to ``target/<piece>/runs.csv`` (`publish_piece`); then
+    write each piece's report. Published runs are skipped (on any machine: the run directories
+    need not be there), interrupted ones resume from their last checkpoint, and with ``hours``
+    no run starts after that many hours (the ones going then finish)."""
+    name_of = {str(cfg.output_dir): name for name, piece in pieces.items() for cfg in piece_configs(root, name, *piece)}
     configs = run_order([cfg for name, piece in pieces.items() for cfg in piece_configs(root, name, *piece)])
     check_existing_runs(configs)
     for cfg in configs:
         drop_checkpoints(Path(cfg.output_dir))
+    todo = unpublished(configs, target, lambda cfg: name_of[str(cfg.output_dir)])
+    print(f"{len(configs) - len(todo)} of {len(configs)} runs already published in {target}", flush=True)
+    timing = root / "timing.json"
+    if not timing.exists() and (target / "timing.json").exists():  # earlier machines' invocations
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target / "timing.json", timing)
     start, finished = time.perf_counter(), 0
+    start_by = None if hours is None else time.time() + hours * 3600
     try:
-        for finished, (directory, seconds) in enumerate(run_parallel(run_one, [c.to_dict() for c in configs], jobs), 1):
+        for result in run_parallel(run_one, [c.to_dict() for c in todo], jobs, start_by=start_by):
+            if result is None:  # not started: past --hours
+                continue
+            directory, seconds = result
+            finished += 1
             drop_checkpoints(Path(directory))
-            print(f"[{finished}/{len(configs)}] {directory} ({seconds:.0f} s)", flush=True)
+            publish_piece(root, target, name_of[directory])
+            print(f"[{finished}/{len(todo)}] {directory} ({seconds:.0f} s)", flush=True)
     finally:  # an interrupted invocation (Ctrl-C, SIGTERM, the end of a session) is recorded too
-        record_invocation(root, time.perf_counter() - start, pieces=list(pieces), runs=len(configs), jobs=jobs,
-                          machine=machine(), finished_runs=finished, complete=finished == len(configs))  # fmt: skip
+        record_invocation(root, time.perf_counter() - start, pieces=list(pieces), runs=len(todo), jobs=jobs,
+                          machine=machine(), finished_runs=finished, complete=finished == len(todo))  # fmt: skip
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(timing, target / "timing.json")
     for name in pieces:
-        build_report([root / name / "runs"], root / name, threshold=THRESHOLD, title=name)
-        (target / name).mkdir(parents=True, exist_ok=True)
-        export_csv(find_runs([root / name / "runs"]), target / name / "runs.csv")
+        if publish_piece(root, target, name):
+            build_report([target / name / "runs.csv"], root / name, threshold=THRESHOLD, order=pieces[name][1], title=name)
 
 
-def run_pilot(out: Path, publish: Path, jobs: int) -> None:
-    check_code_version(out)
+def run_pilot(out: Path, publish: Path, jobs: int, hours: float | None = None) -> None:
     pilot, target = out / "pilot", publish / "pilot"
-    pilot.mkdir(parents=True, exist_ok=True)
+    check_code_version(pilot, target)
     print(base_rates(pilot), flush=True)
-    run_pieces(pilot, target, PILOT, jobs)
+    run_pieces(pilot, target, PILOT, jobs, hours)
     shutil.copyfile(pilot / "base_rates.json", target / "base_rates.json")
-    shutil.copyfile(pilot / "timing.json", target / "timing.json")
-    shutil.copyfile(out / "code.json", publish / "code.json")
     print(rebuild_pilot(target))
 
 
@@ -411,41 +481,15 @@ def claims_tables(pieces: dict[str, list]) -> str:
 
 def export_main(out: Path, publish: Path) -> None:
     """Publish the main parts' runs as they stand (no training, so any code version may do
-    it): each piece's compact CSV, then the tables rebuilt from the CSVs."""
+    it): each piece's compact CSV, merged with what is published, then the tables rebuilt."""
     for name in MAIN:
-        if (out / "main" / name / "runs").is_dir():
-            (publish / "main" / name).mkdir(parents=True, exist_ok=True)
-            export_csv(find_runs([out / "main" / name / "runs"]), publish / "main" / name / "runs.csv")
-    if (out / "main" / "timing.json").exists():
-        shutil.copyfile(out / "main" / "timing.json", publish / "main" / "timing.json")
+        publish_piece(out / "main", publish / "main", name)
     print(rebuild_main(publish / "main"))
 
 
-def reuse_pilot_runs(out: Path) -> list[str]:
-    """Copy each finished pilot run whose configuration is a main run's, option for option
-    (only where it is kept, its checkpoint schedule and the like may differ), into the main
-    part instead of running it again: at one code version it is the same run (single-threaded
-    runs are bitwise reproducible). Returns the runs copied."""
-    copied = []
-    for name, pilot_name in REUSED.items():
-        for cfg in piece_configs(out / "main", name, *MAIN[name]):
-            source, target = run_directory(out / "pilot" / pilot_name, cfg.objective, cfg.seed), Path(cfg.output_dir)
-            if target.exists() or not (source / "done").exists():
-                continue
-            if cfg.changes_from(saved_config(source), allowed=NOT_IDENTITY):
-                raise SystemExit(f"{source} is not the configuration of {target}: " + "; ".join(cfg.changes_from(saved_config(source), allowed=NOT_IDENTITY)))
-            with atomic_path(target) as tmp:
-                shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoints"))
-            copied.append(f"{source} -> {target}")
-    return copied
-
-
-def run_main(out: Path, publish: Path, jobs: int) -> None:
-    check_code_version(out)
-    for line in reuse_pilot_runs(out):
-        print(f"reused {line}", flush=True)
-    run_pieces(out / "main", publish / "main", MAIN, jobs)
-    shutil.copyfile(out / "main" / "timing.json", publish / "main" / "timing.json")
+def run_main(out: Path, publish: Path, jobs: int, hours: float | None = None) -> None:
+    check_code_version(out / "main", publish / "main")
+    run_pieces(out / "main", publish / "main", MAIN, jobs, hours)
     print(rebuild_main(publish / "main"))
 
 
@@ -480,8 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     parser.add_argument("--from-docs", action="store_true", help="only rebuild the reports and tables from the published CSVs")
     parser.add_argument("--export", action="store_true", help="with --part main: only publish its runs as they stand (CSVs, tables)")
+    parser.add_argument("--hours", type=float, default=None,
+                        help="start no run after this many hours; the runs going then finish (default: no limit)")
     args = parser.parse_args(argv)
     publish = Path(args.publish)
+    if args.hours is not None and not args.hours > 0:
+        parser.error(f"--hours must be a positive number of hours, not {args.hours}")
     if args.export and (args.part != "main" or args.from_docs):
         parser.error("--export republishes the main part's runs: use it with --part main and without --from-docs")
     if args.from_docs:
@@ -489,9 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.export:
         export_main(Path(args.out), publish)
     elif args.part == "pilot":
-        run_pilot(Path(args.out), publish, args.jobs)
+        run_pilot(Path(args.out), publish, args.jobs, args.hours)
     else:
-        run_main(Path(args.out), publish, args.jobs)
+        run_main(Path(args.out), publish, args.jobs, args.hours)
     return 0
 
 

@@ -357,16 +357,22 @@ def test_the_bfloat16_studys_paired_differences_rebuild_from_its_committed_csv(p
 
 
 def test_the_smollm2_claims_study_runs_at_one_code_version(tmp_path, monkeypatch):
-    """The first invocation records the source's fingerprint; a later one with other code is
-    refused before any run starts, naming both versions and what to do."""
+    """The first invocation records the source's fingerprint in the study directory and beside
+    the published runs; a later one with other code is refused before any run starts, naming
+    both versions and what to do, also on a machine that has only the published record."""
     claims = _load_study("smollm2_claims")
-    claims.check_code_version(tmp_path)
-    recorded = json.loads((tmp_path / "code.json").read_text())
+    out, target = tmp_path / "study" / "main", tmp_path / "docs" / "main"
+    claims.check_code_version(out, target)
+    recorded = json.loads((out / "code.json").read_text())
     assert recorded["fingerprint"] == claims.code_fingerprint()
-    claims.check_code_version(tmp_path)  # the same code continues
+    assert (target / "code.json").read_text() == (out / "code.json").read_text()
+    claims.check_code_version(out, target)  # the same code continues
+    claims.check_code_version(tmp_path / "elsewhere", target)  # another machine: the published record
+    assert (tmp_path / "elsewhere" / "code.json").read_text() == (target / "code.json").read_text()
     monkeypatch.setattr(claims, "code_fingerprint", lambda: "0123456789abcdef")
-    with pytest.raises(SystemExit, match=f"fingerprint {recorded['fingerprint']}.*this one is 0123456789abcdef.*new --out"):
-        claims.check_code_version(tmp_path)
+    for study in (out, tmp_path / "third-machine"):
+        with pytest.raises(SystemExit, match=f"fingerprint {recorded['fingerprint']}.*this one is 0123456789abcdef.*new --out"):
+            claims.check_code_version(study, target)
 
 
 def test_the_smollm2_claims_pilot_is_controlled():
@@ -493,21 +499,33 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path):
     assert (tmp_path / "main" / "standard" / "report.md").exists()
 
 
-def test_the_smollm2_claims_main_reuses_only_identical_pilot_runs(tmp_path, monkeypatch):
-    """A finished pilot run is copied into the main part when its configuration is the main
-    run's, option for option; another configuration is refused, not silently reused."""
+def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path, monkeypatch):
+    """Every finished run is published at once (CSV rows and configuration); a study whose
+    directory is gone (another machine, a new session) skips the published runs and runs only
+    the rest, and the CSV then holds both; a published run made with other options is refused;
+    --hours starts no run after its limit."""
     claims = _load_study("smollm2_claims")
     monkeypatch.setattr(claims, "BASE", {**TINY, "steps": 2, "max_grad_norm": float("inf"), "relative_clip": 3.0,
                                          "cache_dir": str(tmp_path / "cache")})  # fmt: skip
-    claims.run_pieces(tmp_path / "pilot", tmp_path / "docs", {"p": ({}, ["grpo"], 1)}, jobs=1)
-    monkeypatch.setattr(claims, "MAIN", {"m": ({"checkpoint_every": 1}, ["grpo", "mhpo"], 2)})
-    monkeypatch.setattr(claims, "REUSED", {"m": "p"})
-    copied = claims.reuse_pilot_runs(tmp_path)
-    source, target = tmp_path / "pilot" / "p" / "runs" / "grpo-seed0", tmp_path / "main" / "m" / "runs" / "grpo-seed0"
-    assert copied == [f"{source} -> {target}"]  # only the pilot's seed 0 of grpo exists
-    assert (target / "metrics.jsonl").read_text() == (source / "metrics.jsonl").read_text() and (target / "done").exists()
-    assert claims.reuse_pilot_runs(tmp_path) == []  # already there
-    monkeypatch.setattr(claims, "MAIN", {"m2": ({"lr": 5e-4}, ["grpo"], 1)})
-    monkeypatch.setattr(claims, "REUSED", {"m2": "p"})
-    with pytest.raises(SystemExit, match="lr"):
-        claims.reuse_pilot_runs(tmp_path)
+    docs = tmp_path / "docs"
+    claims.run_pieces(tmp_path / "first", docs, {"p": ({}, ["grpo"], 1)}, jobs=1)
+    first = (docs / "p" / "runs.csv").read_text()
+    assert json.loads((docs / "p" / "configs.json").read_text())["grpo-seed0"]["lr"] == TINY["lr"]
+    timing = json.loads((docs / "timing.json").read_text())["invocations"]
+    assert [(t["runs"], t["finished_runs"]) for t in timing] == [(1, 1)]
+    # a new machine: no study directory, the published piece now asks for a second seed and objective
+    claims.run_pieces(tmp_path / "second", docs, {"p": ({}, ["grpo", "mhpo"], 2)}, jobs=2)
+    assert not (tmp_path / "second" / "p" / "runs" / "grpo-seed0").exists()  # published: not rerun
+    assert {(r.label, r.seed) for r in load_csv(docs / "p" / "runs.csv")} == {(o, s) for o in ("grpo", "mhpo") for s in (0, 1)}
+    assert first in (docs / "p" / "runs.csv").read_text()  # the first machine's rows, unchanged
+    timing = json.loads((docs / "timing.json").read_text())["invocations"]
+    assert [(t["runs"], t["finished_runs"]) for t in timing] == [(1, 1), (3, 3)]
+    # past --hours nothing starts, and the invocation says so
+    claims.run_pieces(tmp_path / "third", docs, {"p": ({}, ["grpo", "mhpo"], 3)}, jobs=1, hours=1e-9)
+    assert not (tmp_path / "third" / "p" / "runs").exists()
+    assert json.loads((docs / "timing.json").read_text())["invocations"][-1]["finished_runs"] == 0
+    # a published run with other options is not taken for this one
+    with pytest.raises(SystemExit, match="grpo-seed0: lr: saved"):
+        claims.run_pieces(tmp_path / "fourth", docs, {"p": ({"lr": 5e-4}, ["grpo"], 1)}, jobs=1)
+
+

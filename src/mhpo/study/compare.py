@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import multiprocessing
 import pathlib
@@ -133,12 +134,20 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def run_parallel(func: Callable[[Any], Any], items: list[Any], jobs: int) -> Iterator[Any]:
+def _unless_late(func: Callable[[Any], Any], start_by: float, item: Any) -> Any:
+    return None if time.time() > start_by else func(item)
+
+
+def run_parallel(func: Callable[[Any], Any], items: list[Any], jobs: int, *, start_by: float | None = None) -> Iterator[Any]:
     """Yield ``func(item)`` for every item, in the order they finish, from ``jobs`` spawned
     worker processes. When the caller stops early (an exception in a run, Ctrl-C, or SIGTERM
     to this process alone, which is turned into SystemExit while the pool runs) the workers
     are terminated instead of being left running; each run resumes from its last checkpoint
-    next time."""
+    next time. With ``start_by`` (a ``time.time()``), an item not started by then is not
+    started at all and yields None: the runs going then finish, so a session of limited length
+    ends between runs instead of losing the ones it interrupts."""
+    if start_by is not None:
+        func = functools.partial(_unless_late, func, start_by)
     context = multiprocessing.get_context("spawn")
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None

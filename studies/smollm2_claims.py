@@ -448,6 +448,7 @@ def claims_tables(pieces: dict[str, list]) -> str:
         grpo_early = [r["reward_per_update_early"] for r in summary.get("grpo", {}).values()]
         early_effect = EARLY_REWARD_EFFECT * statistics.fmean(grpo_early) if grpo_early else math.nan
         claimed = "a_hpo" if "a_hpo" in labels else "mhpo"
+        planned = MAIN[name][2] if name in MAIN else 0  # a pair is judged once it has every planned seed
         out += [f"### `{name}`", "", "| pair | seeds | Δ held-out acc. | verdict (acc.) | Δ reward per update | "
                 "Δ reward per update, first half | verdict (first half) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         pairs = [(a, "grpo") for a in labels if a != "grpo"] + [(claimed, b) for b in labels if b not in (claimed, "grpo")]
@@ -460,11 +461,12 @@ def claims_tables(pieces: dict[str, list]) -> str:
             d = {k: [f(summary[a][s][k]) - f(summary[b][s][k]) for s in seeds]
                  for k, f in (("accuracy_final", float), ("reward_per_update", float), ("reward_per_update_early", float),
                               ("max_ratio", math.log10), ("grad_spikes", float), ("final_entropy", float))}  # fmt: skip
-            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | {verdict(d['accuracy_final'], ACCURACY_EFFECT)} | "
-                       f"{format_ci(d['reward_per_update'])} | {format_ci(d['reward_per_update_early'])} | "
-                       f"{verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
+            pending = f"not judged ({len(seeds)} of {planned} seeds)" if len(seeds) < planned else None
+            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | "
+                       f"{pending or verdict(d['accuracy_final'], ACCURACY_EFFECT)} | {format_ci(d['reward_per_update'])} | "
+                       f"{format_ci(d['reward_per_update_early'])} | {pending or verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
             steadier.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['max_ratio'])} | {format_ci(d['grad_spikes'], 1)} | "
-                            f"{format_ci(d['final_entropy'])} | {stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
+                            f"{format_ci(d['final_entropy'])} | {pending or stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
         out += steadier
         keys = (("accuracy_start", "acc. at step 0", 3), ("accuracy_final", "acc. at the end", 3),
                 ("reward_per_update_early", "reward per update, first half", 3), ("grad_spikes", "grad-norm spikes", 1),
@@ -502,7 +504,8 @@ def rebuild_main(target: Path) -> str:
             pieces[name] = load_csv(target / name / "runs.csv")
     text = (
         "# The claims on SmolLM2-135M-Instruct\n\nPaired by seed (same starting weights, prompts and "
-        "sampling seed); mean ± 95% interval over seeds (t distribution). Verdicts: **held** when the interval "
+        "sampling seed); mean ± 95% interval over seeds (t distribution). A pair is judged once it has every "
+        "planned seed (5). Verdicts: **held** when the interval "
         f"lies above 0, **reversed** below 0, *did not hold* when it lies within ±{ACCURACY_EFFECT} held-out "
         f"accuracy (or ±{EARLY_REWARD_EFFECT:g}x GRPO's early reward per update), *cannot tell* otherwise. "
         "Steadier: **held** when the interval of the paired difference in log10 largest ratio or in grad-norm "

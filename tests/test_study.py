@@ -456,9 +456,10 @@ def test_the_smollm2_claims_pieces_run_from_one_queue_and_resume(tmp_path, monke
     assert [c.seed for c in order] == [0, 1, 0, 1, 2, 3, 2, 3, 4, 4]
 
 
-def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path):
+def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path, monkeypatch):
     """The claims tables rebuild from the published CSVs: paired differences, the verdict rule
-    and the stability indicators, against values worked out by hand."""
+    and the stability indicators, against values worked out by hand; a pair with fewer seeds
+    than planned (a study under way) shows its numbers but no verdict."""
     from mhpo.study.runs import Run
 
     claims = _load_study("smollm2_claims")
@@ -484,6 +485,10 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path):
     runs += [run("mhpo", s, a, 0.3, {"mhpo/survival": 0.9}, r) for s, (a, r) in enumerate(((0.45, 1.0), (0.16, 0.2), (0.46, 2.0)))]
     (tmp_path / "main" / "standard").mkdir(parents=True)
     export_csv(runs, tmp_path / "main" / "standard" / "runs.csv")
+    under_way = claims.rebuild_main(tmp_path / "main")  # 3 of the 5 planned seeds
+    assert "| `mhpo` - `grpo` | 3 | 0.050 ± 0.025 | not judged (3 of 5 seeds) | 0.100 ± 0.000 |" in under_way
+    assert "| n/a | not judged (3 of 5 seeds) |" in under_way and "**held**" not in under_way.split("### ")[1]
+    monkeypatch.setitem(claims.MAIN, "standard", (claims.MAIN["standard"][0], claims.MAIN["standard"][1], 3))
     text = claims.rebuild_main(tmp_path / "main")
     assert text == (tmp_path / "main" / "claims.md").read_text()
     # mhpo - grpo per seed: +0.05, +0.06, +0.04 -> 0.050 ± 0.025, held; reward +0.1 on every step

@@ -449,11 +449,8 @@ def claims_tables(pieces: dict[str, list]) -> str:
         early_effect = EARLY_REWARD_EFFECT * statistics.fmean(grpo_early) if grpo_early else math.nan
         claimed = "a_hpo" if "a_hpo" in labels else "mhpo"
         planned = MAIN[name][2] if name in MAIN else 0  # a pair is judged once it has every planned seed
-        out += [f"### `{name}`", "", "| pair | seeds | Δ held-out acc. | verdict (acc.) | Δ reward per update | "
-                "Δ reward per update, first half | verdict (first half) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         pairs = [(a, "grpo") for a in labels if a != "grpo"] + [(claimed, b) for b in labels if b not in (claimed, "grpo")]
-        steadier = ["", "| pair | seeds | Δ log10 largest ratio | Δ grad-norm spikes | Δ final entropy | verdict (steadier) |",
-                    "|---|---|---|---|---|---|"]  # fmt: skip
+        accuracy, steadier = [], []
         for a, b in pairs:
             if a not in summary or b not in summary:
                 continue
@@ -462,12 +459,19 @@ def claims_tables(pieces: dict[str, list]) -> str:
                  for k, f in (("accuracy_final", float), ("reward_per_update", float), ("reward_per_update_early", float),
                               ("max_ratio", math.log10), ("grad_spikes", float), ("final_entropy", float))}  # fmt: skip
             pending = f"not judged ({len(seeds)} of {planned} seeds)" if len(seeds) < planned else None
-            out.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | "
-                       f"{pending or verdict(d['accuracy_final'], ACCURACY_EFFECT)} | {format_ci(d['reward_per_update'])} | "
-                       f"{format_ci(d['reward_per_update_early'])} | {pending or verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
+            accuracy.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['accuracy_final'])} | "
+                            f"{pending or verdict(d['accuracy_final'], ACCURACY_EFFECT)} | {format_ci(d['reward_per_update'])} | "
+                            f"{format_ci(d['reward_per_update_early'])} | {pending or verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
             steadier.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['max_ratio'])} | {format_ci(d['grad_spikes'], 1)} | "
                             f"{format_ci(d['final_entropy'])} | {pending or stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
-        out += steadier
+        out += [f"### `{name}`", ""]
+        if accuracy:
+            out += ["| pair | seeds | Δ held-out acc. | verdict (acc.) | Δ reward per update | Δ reward per update, first half | "
+                    "verdict (first half) |", "|---|---|---|---|---|---|---|", *accuracy, "",
+                    "| pair | seeds | Δ log10 largest ratio | Δ grad-norm spikes | Δ final entropy | verdict (steadier) |",
+                    "|---|---|---|---|---|---|", *steadier]  # fmt: skip
+        else:
+            out.append("No pair yet: only " + ", ".join(f"`{label}`" for label in labels) + " has runs.")
         keys = (("accuracy_start", "acc. at step 0", 3), ("accuracy_final", "acc. at the end", 3),
                 ("reward_per_update_early", "reward per update, first half", 3), ("grad_spikes", "grad-norm spikes", 1),
                 ("max_ratio", "largest ratio", 2), ("final_entropy", "final entropy", 3),

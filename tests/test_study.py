@@ -485,6 +485,9 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path, monkeypatch)
     runs += [run("mhpo", s, a, 0.3, {"mhpo/survival": 0.9}, r) for s, (a, r) in enumerate(((0.45, 1.0), (0.16, 0.2), (0.46, 2.0)))]
     (tmp_path / "main" / "standard").mkdir(parents=True)
     export_csv(runs, tmp_path / "main" / "standard" / "runs.csv")
+    export_csv(runs[:3], tmp_path / "main" / "standard" / "runs.csv")  # GRPO alone: no pair, no empty table
+    assert "### `standard`\n\nNo pair yet: only `grpo` has runs.\n\n| objective |" in claims.rebuild_main(tmp_path / "main")
+    export_csv(runs, tmp_path / "main" / "standard" / "runs.csv")
     under_way = claims.rebuild_main(tmp_path / "main")  # 3 of the 5 planned seeds
     assert "| `mhpo` - `grpo` | 3 | 0.050 ± 0.025 | not judged (3 of 5 seeds) | 0.100 ± 0.000 |" in under_way
     assert "| n/a | not judged (3 of 5 seeds) |" in under_way and "**held**" not in under_way.split("### ")[1]

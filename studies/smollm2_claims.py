@@ -32,9 +32,10 @@ Each part runs at one version of mhpo: its first invocation records a fingerprin
 installed package's source in ``code.json`` (in the study directory and beside the published
 runs), and a later invocation with other code refuses to continue. Every finished run is
 published at once to docs/results/smollm2_claims/<part>/<piece>/ (its rows in the compact
-``runs.csv``, its configuration in ``configs.json``): that is the study's lasting record, so a
-study spread over several sessions, or machines, skips what is published and resumes an
-interrupted run from its checkpoint where the study directory is still there. ``--hours``
+``runs.csv``, its configuration and the machine that ran it in ``runs.json``): that is the
+study's lasting record, so a study spread over several sessions, or machines, skips what is
+published and resumes an interrupted run from its checkpoint where the study directory is
+still there. ``--hours``
 starts no run after that many hours, for a session of limited length. ``--from-docs`` (or
 ``mhpo report <csv>``) rebuilds the reports and tables from the published CSVs.
 """
@@ -279,27 +280,32 @@ def run_order(configs: list[TrainConfig]) -> list[TrainConfig]:
 
 
 def published_runs(target: Path, name: str) -> tuple[list, dict]:
-    """A piece's published runs (from ``target/<name>/runs.csv``) and their configurations
-    (``configs.json``, keyed ``<label>-seed<seed>``); none when it has not been published."""
-    csv_path, configs_path = target / name / "runs.csv", target / name / "configs.json"
+    """A piece's published runs (from ``target/<name>/runs.csv``) and what is recorded of each
+    (``runs.json``, keyed ``<label>-seed<seed>``: its configuration and the machine that ran it);
+    none when it has not been published."""
+    csv_path, record_path = target / name / "runs.csv", target / name / "runs.json"
     if not csv_path.exists():
         return [], {}
-    return load_csv(csv_path), (json.loads(configs_path.read_text()) if configs_path.exists() else {})
+    return load_csv(csv_path), (json.loads(record_path.read_text()) if record_path.exists() else {})
 
 
 def publish_piece(root: Path, target: Path, name: str) -> int:
     """Publish a piece's finished runs: those in ``root/<name>/runs`` merged with those already
     published (from an earlier machine, whose run directories are gone), as the compact CSV
-    and each run's configuration. The published CSV is the piece's lasting record: written
-    after every finished run, so whatever a session finished outlives it. Returns the runs."""
+    and, per run, its configuration and the machine (CPU, torch, kernels) that ran it. The
+    published CSV is the piece's lasting record: written after every finished run, so whatever
+    a session finished outlives it. Returns the number of runs."""
     runs = find_runs([root / name / "runs"], left_out=[]) if (root / name / "runs").is_dir() else []
-    published, configs = published_runs(target, name)
+    published, recorded = published_runs(target, name)
     local = {(r.label, r.seed) for r in runs}
     merged = runs + [r for r in published if (r.label, r.seed) not in local]
-    configs.update({f"{r.label}-seed{r.seed}": TrainConfig.from_dict(r.config).to_dict() for r in runs})
+    here = machine()
+    for r in runs:  # a run already recorded keeps the machine that ran it
+        key = f"{r.label}-seed{r.seed}"
+        recorded[key] = {"config": TrainConfig.from_dict(r.config).to_dict(), "machine": recorded.get(key, {}).get("machine", here)}
     (target / name).mkdir(parents=True, exist_ok=True)
     export_csv(merged, target / name / "runs.csv")
-    atomic_write_text(target / name / "configs.json", json.dumps(configs, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(target / name / "runs.json", json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     return len(merged)
 
 
@@ -317,9 +323,9 @@ def unpublished(configs: list[TrainConfig], target: Path, name_of) -> list[Train
         if not any(f"{r.label}-seed{r.seed}" == key for r in runs):
             todo.append(cfg)
         elif key not in recorded:
-            problems.append(f"{target / name}: {key} is in runs.csv without its configuration in configs.json")
+            problems.append(f"{target / name}: {key} is in runs.csv without its configuration in runs.json")
         else:
-            problems += [f"{target / name}: {key}: {c}" for c in cfg.changes_from(recorded[key], allowed=NOT_IDENTITY)]
+            problems += [f"{target / name}: {key}: {c}" for c in cfg.changes_from(recorded[key]["config"], allowed=NOT_IDENTITY)]
     if problems:
         raise SystemExit("Published runs were made with other options than this study's (give a new --publish to "
                          "start over):\n  " + "\n  ".join(problems))  # fmt: skip

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mhpo.study.compare import compare, parse_variant
+from mhpo.study.compare import compare, machine, parse_variant
 from mhpo.study.report import build_report
 from mhpo.study.runs import export_csv, find_runs, load_csv
 from mhpo.study.stats import first_reaching, mean_ci, spikes
@@ -518,7 +518,8 @@ def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path,
     docs = tmp_path / "docs"
     claims.run_pieces(tmp_path / "first", docs, {"p": ({}, ["grpo"], 1)}, jobs=1)
     first = (docs / "p" / "runs.csv").read_text()
-    assert json.loads((docs / "p" / "configs.json").read_text())["grpo-seed0"]["lr"] == TINY["lr"]
+    recorded = json.loads((docs / "p" / "runs.json").read_text())["grpo-seed0"]
+    assert recorded["config"]["lr"] == TINY["lr"] and recorded["machine"] == machine()
     timing = json.loads((docs / "timing.json").read_text())["invocations"]
     assert [(t["runs"], t["finished_runs"]) for t in timing] == [(1, 1)]
     # a new machine: no study directory, the published piece now asks for a second seed and objective

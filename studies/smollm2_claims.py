@@ -24,7 +24,8 @@ claim: reward per update early in training), 5 seeds each; ``claims.md`` gives e
 difference with a verdict by a rule fixed before the runs (``verdict``).
 
 Every run uses the controls study's relative gradient clipping (no fixed threshold; a step is
-clipped at 3x the median norm of the run's earlier steps), float32, and evaluates 200
+clipped at 3x the median norm of the run's earlier steps), float32 with ATen's and MKL's
+kernels pinned to AVX2 on x86-64 (unless ATEN_CPU_CAPABILITY or MKL_CBWR is set), and evaluates 200
 held-out problems at its start (once per starting weights: the objectives of a seed share it)
 and at its end. Runs go two at a time (one thread each) from one queue.
 
@@ -47,12 +48,21 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+if __name__ == "__main__" and platform.machine().lower() in ("x86_64", "amd64"):
+    # ATen's and MKL's kernels pinned to AVX2 before torch loads (its workers inherit this), as
+    # `make run` does: the study spans sessions on CPUs whose native kernels round differently
+    # (AVX2 only, AVX-512), and pinned, any x86-64 CPU with AVX2 computes the same runs.
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+    os.environ.setdefault("MKL_CBWR", "AVX2")
 
 import mhpo
 from mhpo.files import atomic_path, atomic_write_text

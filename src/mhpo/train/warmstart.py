@@ -14,7 +14,7 @@ import torch
 
 from ..files import atomic_path, cache_dir
 from .checkpoint import load_state
-from .models import Policy
+from .models import Policy, kernels
 from .rollout import pack
 
 WARMSTART_VERSION = 1
@@ -28,11 +28,12 @@ class WarmStartConfig:
     examples: int = 2000
 
 
-def cache_key(model_config, task, config: WarmStartConfig) -> str:
+def cache_key(model_config, task, config: WarmStartConfig, kernels: str = "") -> str:
     identity = {
         "version": WARMSTART_VERSION,
-        # where the model ran is not part of what it is
+        # which device the model ran on is not part of what it is, the kernels that computed it are
         "model": {k: v for k, v in dataclasses.asdict(model_config).items() if k != "device"},
+        "kernels": kernels,
         "task": task.name,
         "task_config": dataclasses.asdict(task.config) if dataclasses.is_dataclass(getattr(task, "config", None)) else None,
         "warmstart": dataclasses.asdict(config),
@@ -52,7 +53,7 @@ def warm_start(policy: Policy, task, config: WarmStartConfig, directory: str = "
     """Load the cached warm start for this (model, task, config), or train and cache it."""
     if config.steps == 0:
         return None
-    path = cache_dir(directory) / f"warmstart-{cache_key(policy.config, task, config)}.pt"
+    path = cache_dir(directory) / f"warmstart-{cache_key(policy.config, task, config, kernels(policy.device))}.pt"
     if path.exists():
         policy.model.load_state_dict(load_state(path))
         log(f"warm start: loaded {path}")

@@ -65,7 +65,8 @@ if __name__ == "__main__" and platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("MKL_CBWR", "AVX2")
 
 import mhpo
-from mhpo.files import atomic_path, atomic_write_text
+from mhpo.files import atomic_write_text
+from mhpo.objectives.mhpo import MHPOConfig
 from mhpo.study.compare import run_one, check_existing_runs, machine, record_invocation, run_directory, run_parallel
 from mhpo.study.report import build_report
 from mhpo.study.runs import export_csv, find_runs, load_csv, run_label
@@ -411,10 +412,14 @@ def rebuild_pilot(target: Path) -> str:
 
 
 def cut_share(run) -> float:
-    """Mean share of tokens whose gradient the objective cut or damped: 1 - survival for
-    MHPO (its hazard damping), the masked share for M2PO, the clipped share for clipped
-    objectives (both sides). Each objective's own indicator: they are not the same quantity."""
-    for keys, transform in ((("mhpo/survival",), lambda v: 1.0 - v[0]), (("m2po/masked_frac",), lambda v: v[0]),
+    """Mean share of tokens whose gradient the objective cut or damped: for MHPO its hazard
+    damping beyond what it applies on-policy, 1 - survival / survival at r = 1 (its survival
+    is 0.265 at r = 1 with the defaults the study uses, so plain 1 - survival would read 0.735
+    with no token off-policy; negative when moderate shifts raise it), the masked share for
+    M2PO, the clipped share for clipped objectives (both sides). Each objective's own
+    indicator: they are not the same quantity."""
+    on_policy = MHPOConfig().on_policy_survival
+    for keys, transform in ((("mhpo/survival",), lambda v: 1.0 - v[0] / on_policy), (("m2po/masked_frac",), lambda v: v[0]),
                             (("clip/low_frac", "clip/high_frac"), sum)):  # fmt: skip
         series = [run.series(k)[1] for k in keys]
         if all(series) and len({len(s) for s in series}) == 1:
@@ -531,7 +536,8 @@ def rebuild_main(target: Path) -> str:
         "Steadier: **held** when the interval of the paired difference in log10 largest ratio or in grad-norm "
         "spikes lies below 0 and neither lies above (**reversed** the other way round, *mixed* both). A run "
         f"collapsed when its held-out accuracy ended more than {COLLAPSE} below its start. Tokens cut or damped: "
-        "each objective's own indicator (clipped share; M2PO's masked share; 1 - MHPO's hazard survival).\n\n"
+        "each objective's own indicator (clipped share; M2PO's masked share; MHPO's hazard damping beyond its "
+        "on-policy value, 1 - survival / 0.265).\n\n"
         + claims_tables(pieces)
     )
     atomic_write_text(target / "claims.md", text)

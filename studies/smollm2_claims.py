@@ -36,9 +36,9 @@ published at once to docs/results/smollm2_claims/<part>/<piece>/ (its rows in th
 ``runs.csv``, its configuration and the machine that ran it in ``runs.json``): that is the
 study's lasting record, so a study spread over several sessions, or machines, skips what is
 published and resumes an interrupted run from its checkpoint where the study directory is
-still there. ``--hours``
-starts no run after that many hours, for a session of limited length. ``--from-docs`` (or
-``mhpo report <csv>``) rebuilds the reports and tables from the published CSVs.
+still there. ``--hours`` starts no run after that many hours, for a session of limited
+length. ``--from-docs`` (or ``mhpo report <csv>``) rebuilds the reports and tables from the
+published CSVs.
 """
 
 from __future__ import annotations
@@ -143,28 +143,29 @@ def check_code_version(out: Path, target: Path) -> None:
     """Record the code version of a part on its first invocation, in its study directory
     ``out`` and beside its published runs in ``target`` (which outlives the study directory:
     another machine continues from it); refuse to continue with other code."""
-    now = code_fingerprint()
-    for path in (out / "code.json", target / "code.json"):
-        if path.exists():
-            recorded = json.loads(path.read_text())
-            if recorded["fingerprint"] != now:
-                raise SystemExit(
-                    f"{path.parent} holds runs made with another version of mhpo (source fingerprint "
-                    f"{recorded['fingerprint']}, commit {recorded.get('commit') or 'unknown'}; this one is {now}). A study "
-                    "runs at one code version: check that commit out to continue it, or give a new --out and --publish "
-                    "to start over."
-                )
-    recorded = next((p.read_text() for p in (out / "code.json", target / "code.json") if p.exists()), None)
-    if recorded is None:
+    now, paths = code_fingerprint(), (out / "code.json", target / "code.json")
+    found = [path for path in paths if path.exists()]
+    for path in found:
+        recorded = json.loads(path.read_text())
+        if recorded["fingerprint"] != now:
+            raise SystemExit(
+                f"{path.parent} holds runs made with another version of mhpo (source fingerprint "
+                f"{recorded['fingerprint']}, commit {recorded.get('commit') or 'unknown'}; this one is {now}). A study "
+                "runs at one code version: check that commit out to continue it, or give a new --out and --publish "
+                "to start over."
+            )
+    if found:
+        text = found[0].read_text()
+    else:
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
         except OSError:
             commit = ""
-        recorded = json.dumps({"fingerprint": now, "commit": commit or None}, indent=1) + "\n"
-    for directory in (out, target):
-        directory.mkdir(parents=True, exist_ok=True)
-        if not (directory / "code.json").exists():
-            atomic_write_text(directory / "code.json", recorded)
+        text = json.dumps({"fingerprint": now, "commit": commit or None}, indent=1) + "\n"
+    for path in paths:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
 
 
 def base_rates(out: Path) -> str:
@@ -350,8 +351,9 @@ def run_pieces(root: Path, target: Path, pieces: dict[str, tuple], jobs: int, ho
     write each piece's report. Published runs are skipped (on any machine: the run directories
     need not be there), interrupted ones resume from their last checkpoint, and with ``hours``
     no run starts after that many hours (the ones going then finish)."""
-    name_of = {str(cfg.output_dir): name for name, piece in pieces.items() for cfg in piece_configs(root, name, *piece)}
-    configs = run_order([cfg for name, piece in pieces.items() for cfg in piece_configs(root, name, *piece)])
+    named = [(name, cfg) for name, piece in pieces.items() for cfg in piece_configs(root, name, *piece)]
+    name_of = {str(cfg.output_dir): name for name, cfg in named}
+    configs = run_order([cfg for _, cfg in named])
     check_existing_runs(configs)
     for cfg in configs:
         drop_checkpoints(Path(cfg.output_dir))
@@ -377,6 +379,9 @@ def run_pieces(root: Path, target: Path, pieces: dict[str, tuple], jobs: int, ho
                           machine=machine(), finished_runs=finished, complete=finished == len(todo))  # fmt: skip
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(timing, target / "timing.json")
+    if hours is not None and finished < len(todo):
+        print(f"--hours {hours:g} reached: {finished} of the {len(todo)} runs left finished; the same command "
+              "continues with the rest.", flush=True)
     for name in pieces:
         if publish_piece(root, target, name):
             build_report([target / name / "runs.csv"], root / name, threshold=THRESHOLD, order=pieces[name][1], title=name)

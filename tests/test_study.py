@@ -508,7 +508,7 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path, monkeypatch)
     assert (tmp_path / "main" / "standard" / "report.md").exists()
 
 
-def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path, monkeypatch):
+def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path, monkeypatch, capsys):
     """Every finished run is published at once (CSV rows and configuration); a study whose
     directory is gone (another machine, a new session) skips the published runs and runs only
     the rest, and the CSV then holds both; a published run made with other options is refused;
@@ -533,6 +533,7 @@ def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path,
     # past --hours nothing starts, and the invocation says so
     claims.run_pieces(tmp_path / "third", docs, {"p": ({}, ["grpo", "mhpo"], 3)}, jobs=1, hours=1e-9)
     assert not (tmp_path / "third" / "p" / "runs").exists()
+    assert "--hours 1e-09 reached: 0 of the 2 runs left finished; the same command continues" in capsys.readouterr().out
     assert json.loads((docs / "timing.json").read_text())["invocations"][-1]["finished_runs"] == 0
     # a published run with other options is not taken for this one
     with pytest.raises(SystemExit, match="grpo-seed0: lr: saved"):

@@ -99,8 +99,8 @@ def summary_table(runs: list[Run], *, threshold: float = 0.3, order: list[str] |
     start = [s["accuracy_start"] for rows in summaries.values() for s in rows]
     lines = [
         f"{len(runs)} runs: {len(labels)} configurations x seeds {', '.join(map(str, seeds))}. "
-        f"Values are mean ± 95% interval over seeds (t distribution). Warm-start held-out accuracy "
-        f"(greedy, before RL): {format_ci(start, 3)}. Steps to threshold: first step whose 5-step running "
+        f"Values are mean ± 95% interval over seeds (t distribution). Held-out accuracy before RL "
+        f"(greedy; after the warm start, where the model has one): {format_ci(start, 3)}. Steps to threshold: first step whose 5-step running "
         f"mean reward reaches {threshold} (n/a if never; runs that never reach it are left out of the mean).",
         "",
         "| objective | seeds | " + " | ".join(name for _, name, _ in COLUMNS) + " |",

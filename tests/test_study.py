@@ -540,3 +540,20 @@ def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path,
         claims.run_pieces(tmp_path / "fourth", docs, {"p": ({"lr": 5e-4}, ["grpo"], 1)}, jobs=1)
 
 
+
+
+def test_a_report_cites_its_csv_relative_to_itself(tmp_path, monkeypatch):
+    """A published report names its CSV as a link from the report's own directory, not by the
+    path of the machine that built it (which no reader of the committed docs has)."""
+    from mhpo.study.runs import Run
+
+    records = [{"step": 0, "eval/accuracy": 0.3}] + [{"step": s, "reward/mean": 0.2} for s in (1, 2)]
+    (tmp_path / "docs" / "cell").mkdir(parents=True)
+    export_csv([Run("grpo", 0, tmp_path, {}, records)], tmp_path / "docs" / "cell" / "runs.csv")
+    monkeypatch.chdir(tmp_path)
+    for csv_path, out, shown in ((tmp_path / "docs" / "cell" / "runs.csv", tmp_path / "docs" / "cell", "runs.csv"),
+                                 ("docs/cell/runs.csv", "reports/cell", "../../docs/cell/runs.csv")):  # fmt: skip
+        build_report([csv_path], out)
+        text = (tmp_path / out / "report.md").read_text()
+        assert f"Per-step metrics of every run: [`{shown}`]({shown})." in text and str(tmp_path) not in text
+        assert (tmp_path / out / shown).resolve() == (tmp_path / "docs" / "cell" / "runs.csv").resolve()

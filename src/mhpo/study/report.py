@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
@@ -63,9 +64,10 @@ def _plots_and_runs(runs: list[Run], order: list[str] | None, out: pathlib.Path)
     else:
         lines = ["", f"{len(labels)} configurations are too many for per-step plots (at most "
                  f"{MAX_SERIES * MAX_FACETS}); the per-step metrics are in the runs' logs or CSV."]  # fmt: skip
-    sources = sorted({str(r.directory) for r in runs if r.directory.suffix == ".csv"})
+    # the CSVs as seen from the report (a link that works wherever the directory is copied)
+    sources = sorted({os.path.relpath(r.directory.resolve(), out.resolve()) for r in runs if r.directory.suffix == ".csv"})
     if sources:
-        lines += ["", "Per-step metrics of every run: " + ", ".join(f"`{s}`" for s in sources) + "."]
+        lines += ["", "Per-step metrics of every run: " + ", ".join(f"[`{s}`]({s})" for s in sources) + "."]
     listed = [r for label in labels for r in sorted(by_label[label], key=lambda r: r.seed) if r.directory.suffix != ".csv"]
     if listed:
         lines += ["", "## Runs", "", "| objective | seed | directory |", "|---|---|---|"]

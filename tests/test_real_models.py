@@ -79,6 +79,13 @@ def test_auto_device_and_dtype_resolve_and_are_recorded(tmp_path):
     (["--report-to", "mlflow"], "unknown tracker"),
     (["--system-prompt", "Be brief."], "--system-prompt needs a chat model"),
     (["--reward-fn", "m:f"], "--reward-fn is for --task userdata"),
+    # a task's options under another task would be ignored: the run would train on the default task
+    (["--data-path", "train.jsonl"], "--data-path is for --task userdata; this run's task is countdown"),
+    (["--data", "train.jsonl"], "--data-path is for --task userdata"),  # argparse's abbreviation of it
+    (["--prompt-field", "question"], "--prompt-field is for --task userdata"),
+    (["--num-operands", "2"], "--num-operands is for --task arithmetic"),
+    (["--task", "arithmetic", "--num-numbers", "4"], "--num-numbers is for --task countdown; this run's task is arithmetic"),
+    (["--task", "arithmetic", "--format-reward", "0.1"], "--format-reward is for --task countdown"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")  # fmt: skip
 def test_bad_model_options_are_refused_before_any_work(flags, message, tmp_path):
     out = tmp_path / "run"

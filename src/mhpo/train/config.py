@@ -15,6 +15,12 @@ from typing import Any
 import mhpo
 
 TASKS = ("countdown", "arithmetic", "userdata")
+# The options each task reads; set under another task they would be ignored, so they are refused.
+TASK_OPTIONS = {
+    "countdown": ("num_numbers", "max_number", "max_target", "operators", "format_reward"),
+    "arithmetic": ("operators", "num_operands", "max_operand", "answer_format"),
+    "userdata": ("data_path", "eval_data_path", "prompt_field", "answer_field", "reward_fn", "reward_weights"),
+}
 DTYPES = ("auto", "float32", "bfloat16")
 REPORTERS = ("tensorboard", "trackio", "wandb")
 
@@ -180,13 +186,11 @@ class TrainConfig:
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1."),
             (self.task in TASKS, f"unknown task '{self.task}'; use {', '.join(TASKS)}."),
             (self.task != "userdata" or bool(self.data_path), "task userdata needs --data-path."),
-            (not self.eval_data_path or self.task == "userdata", "--eval-data-path is for --task userdata."),
             (self.kl_estimator in ("k1", "k2", "k3"), "kl_estimator must be k1, k2 or k3."),
             (self.aggregation is None or self.aggregation in mhpo.AGGREGATIONS, f"unknown aggregation '{self.aggregation}'."),
             (self.advantage_scale in (None, "group", "batch", "none", "valid"), f"unknown advantage_scale '{self.advantage_scale}'."),
             (self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}; got '{self.dtype}'."),
             (_device_form(self.device), f"device must be auto, cpu, cuda, cuda:N or mps; got '{self.device}'."),
-            (not self.reward_fn or self.task == "userdata", "--reward-fn is for --task userdata."),
             (not self.reward_weights or len(self.reward_weights) == len(self.reward_fn),
              f"--reward-weights gives {len(self.reward_weights)} weight(s) for {len(self.reward_fn)} --reward-fn "
              "function(s); give one weight per function, in the same order."),
@@ -202,6 +206,7 @@ class TrainConfig:
         if unknown:
             problems.append(f"--report-to: unknown tracker(s) {', '.join(unknown)}; use {', '.join(REPORTERS)}.")
         problems += _range_problems(self)
+        problems += self._task_problems()
         problems += self._lora_problems()
         if not problems:  # the overlong buffer is only meaningful once both numbers are valid
             if self.preset("overlong_buffer") >= self.max_new_tokens:
@@ -210,6 +215,21 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid training configuration:\n  - " + "\n  - ".join(problems))
         return self
+
+    def _task_problems(self) -> list[str]:
+        """Another task's options, which this run's task would ignore (``--data-path`` without
+        ``--task userdata`` would train on Countdown)."""
+        if self.task not in TASKS:
+            return []  # reported as an unknown task
+        problems = []
+        for field in dataclasses.fields(self):
+            owners = [task for task in TASKS if field.name in TASK_OPTIONS[task]]
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if owners and self.task not in owners and getattr(self, field.name) != default:
+                flag = "--" + field.name.replace("_", "-")
+                problems.append(f"{flag} is for --task {' or '.join(owners)}; this run's task is {self.task}, which "
+                                f"would ignore it. Add --task {owners[0]} or drop {flag}.")  # fmt: skip
+        return problems
 
     def _lora_problems(self) -> list[str]:
         """LoRA options that would be ignored: set without --lora-rank."""

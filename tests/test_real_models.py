@@ -86,6 +86,7 @@ def test_auto_device_and_dtype_resolve_and_are_recorded(tmp_path):
     (["--num-operands", "2"], "--num-operands is for --task arithmetic"),
     (["--task", "arithmetic", "--num-numbers", "4"], "--num-numbers is for --task countdown; this run's task is arithmetic"),
     (["--task", "arithmetic", "--format-reward", "0.1"], "--format-reward is for --task countdown"),
+    (["--model", "smollm2-135m", "--num-layers", "2"], "--num-layers is for --model tiny; a loaded model keeps its own shape"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")  # fmt: skip
 def test_bad_model_options_are_refused_before_any_work(flags, message, tmp_path):
     out = tmp_path / "run"

@@ -21,6 +21,8 @@ TASK_OPTIONS = {
     "arithmetic": ("operators", "num_operands", "max_operand", "answer_format"),
     "userdata": ("data_path", "eval_data_path", "prompt_field", "answer_field", "reward_fn", "reward_weights"),
 }
+# The tiny model's shape; a loaded model keeps its own.
+TINY_OPTIONS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 DTYPES = ("auto", "float32", "bfloat16")
 REPORTERS = ("tensorboard", "trackio", "wandb")
 
@@ -206,7 +208,7 @@ class TrainConfig:
         if unknown:
             problems.append(f"--report-to: unknown tracker(s) {', '.join(unknown)}; use {', '.join(REPORTERS)}.")
         problems += _range_problems(self)
-        problems += self._task_problems()
+        problems += self._ignored_problems()
         problems += self._lora_problems()
         if not problems:  # the overlong buffer is only meaningful once both numbers are valid
             if self.preset("overlong_buffer") >= self.max_new_tokens:
@@ -216,19 +218,22 @@ class TrainConfig:
             raise ValueError("invalid training configuration:\n  - " + "\n  - ".join(problems))
         return self
 
-    def _task_problems(self) -> list[str]:
-        """Another task's options, which this run's task would ignore (``--data-path`` without
-        ``--task userdata`` would train on Countdown)."""
-        if self.task not in TASKS:
-            return []  # reported as an unknown task
+    def _ignored_problems(self) -> list[str]:
+        """Options this run would ignore: another task's (``--data-path`` without ``--task
+        userdata`` would train on Countdown), or the tiny model's shape with another model."""
         problems = []
         for field in dataclasses.fields(self):
-            owners = [task for task in TASKS if field.name in TASK_OPTIONS[task]]
             default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-            if owners and self.task not in owners and getattr(self, field.name) != default:
-                flag = "--" + field.name.replace("_", "-")
+            if getattr(self, field.name) == default:
+                continue
+            flag = "--" + field.name.replace("_", "-")
+            owners = [task for task in TASKS if field.name in TASK_OPTIONS[task]]
+            if owners and self.task in TASKS and self.task not in owners:  # an unknown task is reported as such
                 problems.append(f"{flag} is for --task {' or '.join(owners)}; this run's task is {self.task}, which "
                                 f"would ignore it. Add --task {owners[0]} or drop {flag}.")  # fmt: skip
+            if field.name in TINY_OPTIONS and self.model != "tiny":
+                problems.append(f"{flag} is for --model tiny; a loaded model keeps its own shape ({self.model}). "
+                                f"Drop {flag}.")  # fmt: skip
         return problems
 
     def _lora_problems(self) -> list[str]:

@@ -108,9 +108,10 @@ def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path):
 # ---- 3. numeric options are validated before any work ------------------------------------------
 
 # A run that would take a second if a bad option were accepted.
-SMALL = ["--warmstart-steps", "0", "--steps", "1", "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
-         "--intermediate-size", "64", "--batch-size", "8", "--group-size", "4", "--max-new-tokens", "4",
-         "--eval-size", "2", "--eval-k", "1", "--no-progress", "--cache-dir", "/nonexistent-cache-not-written"]  # fmt: skip
+# RUN for any model (--model), SMALL for the tiny one at its smallest shape.
+RUN = ["--warmstart-steps", "0", "--steps", "1", "--batch-size", "8", "--group-size", "4", "--max-new-tokens", "4",
+       "--eval-size", "2", "--eval-k", "1", "--no-progress", "--cache-dir", "/nonexistent-cache-not-written"]  # fmt: skip
+SMALL = [*RUN, "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64"]
 
 BAD_FLAGS = [
     (["--max-grad-norm", "-1"], "--max-grad-norm must be a number > 0, or inf"),
@@ -310,7 +311,7 @@ def test_bad_inputs_are_one_line_before_any_work(setup, flags, message, tmp_path
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     task = [] if "--task" in flags else ["--task", "userdata"]
     out = tmp_path / "out"
-    argv = ["train", *task, *flags, "--output-dir", str(out), *SMALL]
+    argv = ["train", *task, *flags, "--output-dir", str(out), *(RUN if "--model" in flags else SMALL)]
     assert __import__("re").search(message, _one_line_error(argv))
     assert not out.exists()
 
@@ -322,7 +323,7 @@ def test_a_hub_id_offline_fails_at_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     start = time.perf_counter()
-    message = _one_line_error(["train", "--model", "someorg/somemodel", "--output-dir", str(tmp_path / "out"), *SMALL])
+    message = _one_line_error(["train", "--model", "someorg/somemodel", "--output-dir", str(tmp_path / "out"), *RUN])
     assert "hub is offline" in message and time.perf_counter() - start < 10
     assert not (tmp_path / "out").exists()
 
@@ -334,7 +335,7 @@ def test_a_hub_id_without_network_fails_at_once(tmp_path, monkeypatch):
         raise socket.gaierror(-2, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    message = _one_line_error(["train", "--model", "someorg/somemodel", "--output-dir", str(tmp_path / "out"), *SMALL])
+    message = _one_line_error(["train", "--model", "someorg/somemodel", "--output-dir", str(tmp_path / "out"), *RUN])
     assert "cannot be reached" in message
 
 

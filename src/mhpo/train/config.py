@@ -218,20 +218,22 @@ class TrainConfig:
             raise ValueError("invalid training configuration:\n  - " + "\n  - ".join(problems))
         return self
 
+    def _set_options(self) -> list[str]:
+        """The options set away from their defaults, in the dataclass's order."""
+        return [f.name for f in dataclasses.fields(self)
+                if getattr(self, f.name) != (f.default_factory() if f.default is dataclasses.MISSING else f.default)]  # fmt: skip
+
     def _ignored_problems(self) -> list[str]:
         """Options this run would ignore: another task's (``--data-path`` without ``--task
         userdata`` would train on Countdown), or the tiny model's shape with another model."""
         problems = []
-        for field in dataclasses.fields(self):
-            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-            if getattr(self, field.name) == default:
-                continue
-            flag = "--" + field.name.replace("_", "-")
-            owners = [task for task in TASKS if field.name in TASK_OPTIONS[task]]
+        for name in self._set_options():
+            flag = "--" + name.replace("_", "-")
+            owners = [task for task in TASKS if name in TASK_OPTIONS[task]]
             if owners and self.task in TASKS and self.task not in owners:  # an unknown task is reported as such
                 problems.append(f"{flag} is for --task {' or '.join(owners)}; this run's task is {self.task}, which "
                                 f"would ignore it. Add --task {owners[0]} or drop {flag}.")  # fmt: skip
-            if field.name in TINY_OPTIONS and self.model != "tiny":
+            if name in TINY_OPTIONS and self.model != "tiny":
                 problems.append(f"{flag} is for --model tiny; a loaded model keeps its own shape ({self.model}). "
                                 f"Drop {flag}.")  # fmt: skip
         return problems
@@ -239,11 +241,9 @@ class TrainConfig:
     def _lora_problems(self) -> list[str]:
         """LoRA options that would be ignored: set without --lora-rank."""
         if not self.lora_rank:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
             return [f"--{name.replace('_', '-')} needs --lora-rank (it configures the LoRA adapter, and without a rank "
                     "every weight is trained); add --lora-rank R or drop the option."
-                    for name in ("lora_alpha", "lora_dropout", "lora_target_modules")
-                    if getattr(self, name) != defaults[name]]  # fmt: skip
+                    for name in self._set_options() if name in ("lora_alpha", "lora_dropout", "lora_target_modules")]  # fmt: skip
         return []  # targets are checked against the loaded model itself (Policy.check_lora)
 
     def _hysteresis_problems(self) -> list[str]:

@@ -107,6 +107,8 @@ REFUSED = [
     (["--lora-alpha", "8"], "--lora-alpha needs --lora-rank"),
     (["--lora-dropout", "0.1"], "--lora-dropout needs --lora-rank"),
     (["--lora-target-modules", "q_proj"], "--lora-target-modules needs --lora-rank"),
+    # without a KL coefficient there is no reference model and no KL term: the estimator would do nothing
+    (["--kl-estimator", "k1"], "--kl-estimator needs --beta (it chooses the estimator of the KL term"),
     (["--lora-rank", "4", "--lora-target-modules", "lm_head"], "output head"),
     (["--lora-rank", "4", "--lora-target-modules", "lm_head,q_proj"], "output head"),
     (["--lora-rank", "100000"], "--lora-rank 100000 is larger than"),

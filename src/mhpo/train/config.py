@@ -23,6 +23,15 @@ TASK_OPTIONS = {
 }
 # The tiny model's shape; a loaded model keeps its own.
 TINY_OPTIONS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+# Options that only configure another one; set while that one is off (0) they would be ignored,
+# so they are refused: option -> (the option it needs, why, the fix).
+_LORA = ("lora_rank", "it configures the LoRA adapter, and without a rank every weight is trained", "--lora-rank R")
+NEEDS = {
+    "lora_alpha": _LORA,
+    "lora_dropout": _LORA,
+    "lora_target_modules": _LORA,
+    "kl_estimator": ("beta", "it chooses the estimator of the KL term, and with --beta 0 there is no KL term", "--beta B"),
+}
 DTYPES = ("auto", "float32", "bfloat16")
 REPORTERS = ("tensorboard", "trackio", "wandb")
 
@@ -52,7 +61,7 @@ class TrainConfig:
     hysteresis: str | None = _field(None, "weight of A<0 completions: a number in [0,1] or 'adaptive' (default: the objective's)")
     alpha_min: float | None = _field(None, "lower bound of the adaptive hysteretic weight (A-HPO, default 0.1)")
     beta: float = _field(0.0, "KL coefficient to a frozen copy of the starting policy (0 = no reference model)")
-    kl_estimator: str = _field("k3", "KL estimator k1|k2|k3")
+    kl_estimator: str = _field("k3", "estimator of the --beta KL term: k1|k2|k3")
     entropy_coef: float = _field(0.0, "entropy bonus coefficient")
     # task
     task: str = _field("countdown", "countdown | arithmetic | userdata")
@@ -209,7 +218,7 @@ class TrainConfig:
             problems.append(f"--report-to: unknown tracker(s) {', '.join(unknown)}; use {', '.join(REPORTERS)}.")
         problems += _range_problems(self)
         problems += self._ignored_problems()
-        problems += self._lora_problems()
+        problems += self._needs_problems()
         if not problems:  # the overlong buffer is only meaningful once both numbers are valid
             if self.preset("overlong_buffer") >= self.max_new_tokens:
                 problems.append("overlong_buffer must be smaller than max_new_tokens.")
@@ -238,13 +247,15 @@ class TrainConfig:
                                 f"Drop {flag}.")  # fmt: skip
         return problems
 
-    def _lora_problems(self) -> list[str]:
-        """LoRA options that would be ignored: set without --lora-rank."""
-        if not self.lora_rank:
-            return [f"--{name.replace('_', '-')} needs --lora-rank (it configures the LoRA adapter, and without a rank "
-                    "every weight is trained); add --lora-rank R or drop the option."
-                    for name in self._set_options() if name in ("lora_alpha", "lora_dropout", "lora_target_modules")]  # fmt: skip
-        return []  # targets are checked against the loaded model itself (Policy.check_lora)
+    def _needs_problems(self) -> list[str]:
+        """Options that would be ignored because the option they configure is off (NEEDS)."""
+        problems = []
+        for name in self._set_options():
+            if name in NEEDS and not getattr(self, NEEDS[name][0]):
+                needed, why, fix = NEEDS[name]
+                flag = "--" + name.replace("_", "-")
+                problems.append(f"{flag} needs --{needed.replace('_', '-')} ({why}); add {fix} or drop the option.")
+        return problems  # LoRA targets are checked against the loaded model itself (Policy.check_lora)
 
     def _hysteresis_problems(self) -> list[str]:
         """The hysteresis options the library would reject."""

@@ -87,12 +87,29 @@ def test_auto_device_and_dtype_resolve_and_are_recorded(tmp_path):
     (["--task", "arithmetic", "--num-numbers", "4"], "--num-numbers is for --task countdown; this run's task is arithmetic"),
     (["--task", "arithmetic", "--format-reward", "0.1"], "--format-reward is for --task countdown"),
     (["--model", "smollm2-135m", "--num-layers", "2"], "--num-layers is for --model tiny; a loaded model keeps its own shape"),
+    # a loaded model, or user data, gets no warm start unless asked: its settings would do nothing
+    (["--model", "smollm2-135m", "--warmstart-lr", "1e-3"], "--warmstart-lr needs a warm start"),
+    (["--task", "userdata", "--data-path", "x.jsonl", "--warmstart-examples", "10"],
+     r"--warmstart-examples needs a warm start \(a loaded model or user data gets no supervised warm start unless "
+     r"asked\); add --warmstart-steps N or drop the option."),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")  # fmt: skip
 def test_bad_model_options_are_refused_before_any_work(flags, message, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(SystemExit, match=message):
         main(["train", "--output-dir", str(out), "--steps", "1", "--no-progress", *flags])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options", [
+    {"warmstart_lr": 1e-3},  # the tiny model on a built-in task is warm-started by default
+    {"model": "smollm2-135m", "warmstart_steps": 3, "warmstart_lr": 1e-3},
+    {"beta": 0.1, "kl_estimator": "k1"},
+    {"lora_rank": 4, "lora_alpha": 8.0},
+], ids=lambda o: ",".join(o))  # fmt: skip
+def test_an_option_is_accepted_once_what_it_configures_is_on(options):
+    from mhpo.train.config import TrainConfig
+
+    assert TrainConfig(**options).validate() is not None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

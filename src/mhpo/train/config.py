@@ -23,14 +23,21 @@ TASK_OPTIONS = {
 }
 # The tiny model's shape; a loaded model keeps its own.
 TINY_OPTIONS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
-# Options that only configure another one; set while that one is off (0) they would be ignored,
-# so they are refused: option -> (the option it needs, why, the fix).
-_LORA = ("lora_rank", "it configures the LoRA adapter, and without a rank every weight is trained", "--lora-rank R")
+# Options that only configure something the run may have switched off; set while it is off
+# they would be ignored, so they are refused. option -> (is it on?, what it needs, why, the fix).
+_LORA = (lambda c: c.lora_rank > 0, "--lora-rank",
+         "it configures the LoRA adapter, and without a rank every weight is trained", "add --lora-rank R")
+_WARM = (lambda c: c.warmstart_steps_value() > 0, "a warm start",
+         "a loaded model or user data gets no supervised warm start unless asked", "add --warmstart-steps N")
 NEEDS = {
     "lora_alpha": _LORA,
     "lora_dropout": _LORA,
     "lora_target_modules": _LORA,
-    "kl_estimator": ("beta", "it chooses the estimator of the KL term, and with --beta 0 there is no KL term", "--beta B"),
+    "kl_estimator": (lambda c: c.beta > 0, "--beta",
+                     "it chooses the estimator of the KL term, and with --beta 0 there is no KL term", "add --beta B"),
+    "warmstart_lr": _WARM,
+    "warmstart_batch": _WARM,
+    "warmstart_examples": _WARM,
 }
 DTYPES = ("auto", "float32", "bfloat16")
 REPORTERS = ("tensorboard", "trackio", "wandb")
@@ -248,13 +255,14 @@ class TrainConfig:
         return problems
 
     def _needs_problems(self) -> list[str]:
-        """Options that would be ignored because the option they configure is off (NEEDS)."""
+        """Options that would be ignored because what they configure is off (NEEDS)."""
         problems = []
         for name in self._set_options():
-            if name in NEEDS and not getattr(self, NEEDS[name][0]):
-                needed, why, fix = NEEDS[name]
-                flag = "--" + name.replace("_", "-")
-                problems.append(f"{flag} needs --{needed.replace('_', '-')} ({why}); add {fix} or drop the option.")
+            if name not in NEEDS:
+                continue
+            on, needed, why, fix = NEEDS[name]
+            if not on(self):
+                problems.append(f"--{name.replace('_', '-')} needs {needed} ({why}); {fix} or drop the option.")
         return problems  # LoRA targets are checked against the loaded model itself (Policy.check_lora)
 
     def _hysteresis_problems(self) -> list[str]:

@@ -508,6 +508,36 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path, monkeypatch)
     assert (tmp_path / "main" / "standard" / "report.md").exists()
 
 
+def test_the_smollm2_claims_answers_are_what_the_committed_csvs_give(tmp_path):
+    """docs/results/smollm2_claims/main/claims.md is what the committed CSVs give, and every
+    paired difference in results.md's table of answers (with its verdict) is one of its rows: the
+    page's verdicts can be checked without the run directories."""
+    claims = _load_study("smollm2_claims")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    published = root / "docs" / "results" / "smollm2_claims" / "main"
+    for name in claims.MAIN:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "runs.csv").write_text((published / name / "runs.csv").read_text())
+    text = claims.rebuild_main(tmp_path)
+    assert text == (published / "claims.md").read_text()
+    assert "not judged" not in text  # every cell has its 5 seeds
+    page = (root / "docs" / "results.md").read_text()
+    table = page.split("### The answers")[1].split("\n\n**")[0]
+    rows = [[cell.strip() for cell in line[1:-1].split("|")] for line in table.splitlines() if " − " in line]
+    assert len(rows) == 12
+    names = {"MHPO": "mhpo", "GRPO": "grpo", "DAPO": "dapo", "M2PO": "m2po", "A-HPO": "a_hpo", "HPO": "hpo"}
+    regime = None
+    for _claim, shown_regime, pair, delta, answer in rows:
+        regime = shown_regime or regime  # a blank cell continues the regime above
+        first, second = pair.split(" − ")
+        pair = f"`{names[first]}` - `{names[second]}`"
+        value = delta.split(";")[0].replace("−", "-").lstrip("+")  # the first indicator's difference
+        verdict = answer.split(":")[0].split(" (")[0]  # "**reversed**: ..." / "cannot tell (no spike ...)"
+        section = text.split(f"### `{regime}`")[1].split("### ")[0]
+        found = [row for row in section.splitlines() if row.startswith(f"| {pair} | 5 | ") and f"| {value} |" in row]
+        assert found and verdict in found[0], (regime, pair, value, verdict)
+
+
 def test_the_smollm2_claims_published_runs_outlive_the_study_directory(tmp_path, monkeypatch, capsys):
     """Every finished run is published at once (CSV rows and configuration); a study whose
     directory is gone (another machine, a new session) skips the published runs and runs only

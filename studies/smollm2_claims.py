@@ -459,6 +459,13 @@ def stability_verdict(differences: dict[str, list[float]]) -> str:
     return {(True, False): "**held**", (False, True): "**reversed**", (True, True): "mixed"}.get((below, above), "cannot tell")
 
 
+def format_sd(values: list[float]) -> str:
+    """The sd of a pair's differences over seeds: the noise its verdict faced (the pilot's
+    estimate of it, :func:`paired_sd`, set the detectable effects)."""
+    values = [v for v in values if math.isfinite(v)]
+    return f"{statistics.stdev(values):.3f}" if len(values) > 1 else "n/a"
+
+
 def claims_tables(pieces: dict[str, list]) -> str:
     """Per piece: every objective against GRPO (and the claimed one, MHPO or A-HPO, against the
     others) paired by seed, with verdicts; then the stability indicators of every objective."""
@@ -476,7 +483,7 @@ def claims_tables(pieces: dict[str, list]) -> str:
         claimed = "a_hpo" if "a_hpo" in labels else "mhpo"
         planned = MAIN[name][2] if name in MAIN else 0  # a pair is judged once it has every planned seed
         pairs = [(a, "grpo") for a in labels if a != "grpo"] + [(claimed, b) for b in labels if b not in (claimed, "grpo")]
-        accuracy, steadier = [], []
+        accuracy, steadier, noise = [], [], []
         for a, b in pairs:
             if a not in summary or b not in summary:
                 continue
@@ -490,12 +497,15 @@ def claims_tables(pieces: dict[str, list]) -> str:
                             f"{format_ci(d['reward_per_update_early'])} | {pending or verdict(d['reward_per_update_early'], early_effect)} |")  # fmt: skip
             steadier.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_ci(d['max_ratio'])} | {format_ci(d['grad_spikes'], 1)} | "
                             f"{format_ci(d['final_entropy'])} | {pending or stability_verdict({k: d[k] for k in ('max_ratio', 'grad_spikes')})} |")  # fmt: skip
+            noise.append(f"| `{a}` - `{b}` | {len(seeds)} | {format_sd(d['accuracy_final'])} | {format_sd(d['reward_per_update_early'])} |")
         out += [f"### `{name}`", ""]
         if accuracy:
             out += ["| pair | seeds | Δ held-out acc. | verdict (acc.) | Δ reward per update | Δ reward per update, first half | "
                     "verdict (first half) |", "|---|---|---|---|---|---|---|", *accuracy, "",
                     "| pair | seeds | Δ log10 largest ratio | Δ grad-norm spikes | Δ final entropy | verdict (steadier) |",
-                    "|---|---|---|---|---|---|", *steadier]  # fmt: skip
+                    "|---|---|---|---|---|---|", *steadier, "",
+                    "| pair | seeds | sd of Δ held-out acc. over seeds | sd of Δ reward per update, first half |",
+                    "|---|---|---|---|", *noise]  # fmt: skip
         else:
             out.append("No pair yet: only " + ", ".join(f"`{label}`" for label in labels) + " has runs.")
         keys = (("accuracy_start", "acc. at step 0", 3), ("accuracy_final", "acc. at the end", 3),

@@ -496,6 +496,8 @@ def test_the_smollm2_claims_verdicts_and_tables_from_csvs(tmp_path, monkeypatch)
     assert text == (tmp_path / "main" / "claims.md").read_text()
     # mhpo - grpo per seed: +0.05, +0.06, +0.04 -> 0.050 ± 0.025, held; reward +0.1 on every step
     assert "| `mhpo` - `grpo` | 3 | 0.050 ± 0.025 | **held** | 0.100 ± 0.000 | 0.100 ± 0.000 | **held** |" in text
+    # the noise each verdict faced: sd of the per-seed differences +0.05, +0.06, +0.04 -> 0.010; +0.1 every seed -> 0
+    assert "| `mhpo` - `grpo` | 3 | 0.010 | 0.000 |" in text
     # largest ratio: grpo 2.0 on every seed, mhpo 1.0, 0.2, 2.0 -> log10 differences -0.301, -1,
     # 0: mean -0.4337, sd 0.5131, half-width 4.303 * 0.51303 / √3 = 1.2745; no spikes; steadier not shown
     assert "| `mhpo` - `grpo` | 3 | -0.434 ± 1.275 | 0.0 ± 0.0 | n/a | cannot tell |" in text
